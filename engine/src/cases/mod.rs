@@ -1,0 +1,1 @@
+//! Cases: the model and its rules.

@@ -1,0 +1,3 @@
+//! Caseflow's generic engine.
+pub mod cases;
+pub mod persist;

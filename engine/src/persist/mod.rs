@@ -1,0 +1,1 @@
+//! Persistence: the store trait and its implementations.
