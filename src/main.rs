@@ -1,1 +1,5 @@
-fn main(){}
+//! The `engine` binary: the engine's CLI with the built-in steps.
+
+fn main() -> std::process::ExitCode {
+    engine::cli::main(caseflow::builtin_registry())
+}

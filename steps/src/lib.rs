@@ -1,1 +1,14 @@
-pub fn x(){}
+//! Caseflow's built-in steps: one step type per file, each a [`engine::TypedStep`].
+//!
+//! `register_builtin` is the one place that lists them. The case, Okta, enrichment and
+//! notification steps join this list as they are built; the engine itself knows none of them.
+
+pub mod log;
+pub mod set;
+
+use engine::Registry;
+
+/// Register every built-in step type.
+pub fn register_builtin(registry: &mut Registry) {
+    registry.register(log::Log).register(set::Set);
+}

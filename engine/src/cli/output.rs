@@ -1,0 +1,118 @@
+//! What `engine run` and `engine steps` print.
+
+use serde_json::{json, Value};
+
+use crate::report::{RunReport, RunStatus};
+use crate::schedule::ready::Status;
+use crate::step::Registry;
+
+pub struct EventRuns {
+    pub label: String,
+    pub event: Value,
+    pub runs: Vec<RunReport>,
+}
+
+pub fn run_json(events: &[EventRuns]) {
+    let runs: Vec<&RunReport> = events.iter().flat_map(|e| e.runs.iter()).collect();
+    let out = json!({ "runs": runs, "cases": [], "notifications": [] });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+}
+
+pub fn run_summary(events: &[EventRuns]) {
+    let mut total = 0;
+    let mut failed = 0;
+    for e in events {
+        let kind = e
+            .event
+            .get("eventType")
+            .or_else(|| e.event.get("type"))
+            .and_then(Value::as_str)
+            .unwrap_or("event");
+        println!("event {} ({kind})", e.label);
+        if e.runs.is_empty() {
+            println!("  no playbook triggered");
+        }
+        for r in &e.runs {
+            total += 1;
+            let mark = match r.status {
+                RunStatus::Succeeded => "succeeded",
+                RunStatus::Failed => {
+                    failed += 1;
+                    "FAILED"
+                }
+            };
+            println!(
+                "  run {} {} {mark} in {:.1} ms",
+                r.playbook, r.run_id, r.duration_ms
+            );
+            for s in &r.steps {
+                let line = match s.status {
+                    Status::Succeeded => {
+                        format!("ok      {} ({}) {:.1} ms", s.id, s.uses, s.duration_ms)
+                    }
+                    Status::Skipped => {
+                        format!("skipped {}: {}", s.id, s.reason.as_deref().unwrap_or(""))
+                    }
+                    Status::Failed => format!(
+                        "failed  {} ({}) after {} attempt(s): {}",
+                        s.id,
+                        s.uses,
+                        s.attempts,
+                        s.error.as_ref().map(|e| e.message.as_str()).unwrap_or("")
+                    ),
+                    Status::Cancelled => {
+                        format!("cancel  {}: {}", s.id, s.reason.as_deref().unwrap_or(""))
+                    }
+                    Status::Pending | Status::Running => format!("?       {}", s.id),
+                };
+                println!("    {line}");
+            }
+            if let Some(err) = &r.error {
+                println!("    error: {err}");
+            }
+        }
+    }
+    println!("{} event(s), {total} run(s), {failed} failed", events.len());
+}
+
+pub fn steps(registry: &Registry, as_json: bool) {
+    if as_json {
+        let specs: Vec<_> = registry.specs().collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&specs).unwrap_or_default()
+        );
+        return;
+    }
+    for spec in registry.specs() {
+        println!("{}\n  {}", spec.name, spec.description);
+        if let Some(props) = spec
+            .input_schema
+            .get("properties")
+            .and_then(Value::as_object)
+        {
+            let required: Vec<&str> = spec
+                .input_schema
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            println!("  inputs:");
+            for (name, p) in props {
+                let desc = p.get("description").and_then(Value::as_str).unwrap_or("");
+                let req = if required.contains(&name.as_str()) {
+                    " (required)"
+                } else {
+                    ""
+                };
+                println!("    {name}{req}: {desc}");
+            }
+        }
+        let example = json!({ "id": "example", "uses": spec.name, "with": spec.example });
+        println!("  example:");
+        for line in crate::load::yaml::to_string(&vec![example]).lines() {
+            println!("    {line}");
+        }
+        println!();
+    }
+}

@@ -1,0 +1,267 @@
+//! Steps: the actions a playbook runs, behind one small object-safe trait.
+//!
+//! A step type is registered in a [`Registry`] under its name (`cases.create`). Most steps
+//! implement [`TypedStep`]: a typed input deserialized from the rendered `with:` block and a
+//! JSON Schema of it (for validation at load time and for `engine schema`). Timeout, retry,
+//! tracing and journaling are written once in the executor, never inside a step. A step gets
+//! everything it needs (clients, store, clock, randomness, config) from its [`StepContext`].
+
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use rand::SeedableRng;
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+/// What kind of failure a step had; decides whether `retry` tries again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Worth trying again: network errors, 5xx, 429.
+    Retryable,
+    /// Will fail again the same way: 4xx, bad data, a rule that forbids the change.
+    Permanent,
+    /// The attempt ran out of time.
+    Timeout,
+    /// The rendered input does not fit the step's input type.
+    InvalidInput,
+}
+
+/// A step failure: a kind and a message a person can act on.
+#[derive(Debug, Clone, thiserror::Error, Serialize, serde::Deserialize, PartialEq)]
+#[error("{message}")]
+pub struct StepError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl StepError {
+    pub fn retryable(message: impl fmt::Display) -> Self {
+        StepError {
+            kind: ErrorKind::Retryable,
+            message: message.to_string(),
+        }
+    }
+    pub fn permanent(message: impl fmt::Display) -> Self {
+        StepError {
+            kind: ErrorKind::Permanent,
+            message: message.to_string(),
+        }
+    }
+    pub fn timeout(message: impl fmt::Display) -> Self {
+        StepError {
+            kind: ErrorKind::Timeout,
+            message: message.to_string(),
+        }
+    }
+    pub fn invalid_input(message: impl fmt::Display) -> Self {
+        StepError {
+            kind: ErrorKind::InvalidInput,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// What `engine steps` and `engine schema` say about a step type.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepSpec {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the `with:` block.
+    pub input_schema: Value,
+    /// A `with:` block that validates; proven by a test.
+    pub example: Value,
+}
+
+/// The object-safe trait every step type implements (usually through [`TypedStep`]).
+#[async_trait]
+pub trait Step: Send + Sync + 'static {
+    fn spec(&self) -> StepSpec;
+    async fn run(&self, input: Value, ctx: &StepContext) -> Result<Value, StepError>;
+}
+
+/// A step with a typed input and output; implements [`Step`] for you.
+#[async_trait]
+pub trait TypedStep: Send + Sync + 'static {
+    type Input: DeserializeOwned + JsonSchema + Send + 'static;
+    type Output: Serialize + Send + 'static;
+    /// The name playbooks use in `uses:`.
+    const NAME: &'static str;
+    /// One line for `engine steps`.
+    fn description(&self) -> &'static str;
+    /// A valid `with:` block.
+    fn example(&self) -> Value;
+    async fn run(&self, input: Self::Input, ctx: &StepContext) -> Result<Self::Output, StepError>;
+}
+
+#[async_trait]
+impl<T: TypedStep> Step for T {
+    fn spec(&self) -> StepSpec {
+        StepSpec {
+            name: T::NAME.to_string(),
+            description: self.description().to_string(),
+            input_schema: schemars::schema_for!(T::Input).to_value(),
+            example: self.example(),
+        }
+    }
+
+    async fn run(&self, input: Value, ctx: &StepContext) -> Result<Value, StepError> {
+        let input: T::Input = serde_json::from_value(input)
+            .map_err(|e| StepError::invalid_input(format!("invalid input: {e}")))?;
+        let out = TypedStep::run(self, input, ctx).await?;
+        serde_json::to_value(out)
+            .map_err(|e| StepError::permanent(format!("output is not JSON: {e}")))
+    }
+}
+
+/// The step types a bundle of playbooks can use, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    steps: BTreeMap<String, RegisteredStep>,
+}
+
+/// A registered step type with its spec computed once.
+#[derive(Clone)]
+pub struct RegisteredStep {
+    pub step: Arc<dyn Step>,
+    pub spec: Arc<StepSpec>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register a step type; a later registration under the same name replaces the earlier.
+    pub fn register<S: Step>(&mut self, step: S) -> &mut Self {
+        self.register_arc(Arc::new(step))
+    }
+
+    pub fn register_arc(&mut self, step: Arc<dyn Step>) -> &mut Self {
+        let spec = Arc::new(step.spec());
+        self.steps
+            .insert(spec.name.clone(), RegisteredStep { step, spec });
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&RegisteredStep> {
+        self.steps.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.steps.keys().map(String::as_str)
+    }
+
+    pub fn specs(&self) -> impl Iterator<Item = &StepSpec> {
+        self.steps.values().map(|s| s.spec.as_ref())
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.steps.keys()).finish()
+    }
+}
+
+/// The time source steps and the engine read; tests inject a fixed one.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> SystemTime;
+}
+
+/// The real clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// Shared services for steps: typed clients (store, HTTP, ...), config, clock, seed.
+#[derive(Clone)]
+pub struct Services {
+    extensions: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    /// The configuration file, as JSON (secrets already substituted).
+    pub config: Arc<Value>,
+    pub clock: Arc<dyn Clock>,
+    /// Seed for step randomness; `None` draws a fresh seed per run.
+    pub seed: Option<u64>,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Services {
+            extensions: HashMap::new(),
+            config: Arc::new(Value::Object(Default::default())),
+            clock: Arc::new(SystemClock),
+            seed: None,
+        }
+    }
+}
+
+impl Services {
+    pub fn insert<T: Any + Send + Sync>(&mut self, value: Arc<T>) -> &mut Self {
+        self.extensions.insert(TypeId::of::<T>(), value);
+        self
+    }
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.extensions
+            .get(&TypeId::of::<T>())
+            .and_then(|v| v.clone().downcast::<T>().ok())
+    }
+}
+
+/// What a step sees of the run it belongs to.
+#[derive(Clone)]
+pub struct StepContext {
+    pub run_id: String,
+    pub playbook: String,
+    pub step: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// Item index inside `for_each`, if any.
+    pub item_index: Option<usize>,
+    pub services: Arc<Services>,
+    pub(crate) seed: u64,
+}
+
+impl StepContext {
+    /// Stable across attempts of the same step of the same run (and the same item):
+    /// send it as `Idempotency-Key` so the far side can drop duplicates.
+    pub fn idempotency_key(&self) -> String {
+        match self.item_index {
+            Some(i) => format!("{}:{}:{i}", self.run_id, self.step),
+            None => format!("{}:{}", self.run_id, self.step),
+        }
+    }
+
+    /// Randomness seeded from the run's seed and this step: deterministic under a fixed seed.
+    pub fn rng(&self) -> rand::rngs::StdRng {
+        let mut h: u64 = self.seed ^ 0x9e37_79b9_7f4a_7c15;
+        for b in self.step.bytes() {
+            h = h.rotate_left(5) ^ u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= self.item_index.unwrap_or(0) as u64;
+        rand::rngs::StdRng::seed_from_u64(h)
+    }
+
+    pub fn now(&self) -> SystemTime {
+        self.services.clock.now()
+    }
+
+    pub fn config(&self) -> &Value {
+        &self.services.config
+    }
+
+    pub fn service<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.services.get::<T>()
+    }
+}
