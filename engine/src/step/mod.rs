@@ -112,8 +112,14 @@ impl<T: TypedStep> Step for T {
     }
 
     async fn run(&self, input: Value, ctx: &StepContext) -> Result<Value, StepError> {
-        let input: T::Input = serde_json::from_value(input)
-            .map_err(|e| StepError::invalid_input(format!("invalid input: {e}")))?;
+        let input: T::Input = serde_path_to_error::deserialize(input).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                StepError::invalid_input(format!("invalid input: {}", e.inner()))
+            } else {
+                StepError::invalid_input(format!("invalid input `{path}`: {}", e.inner()))
+            }
+        })?;
         let out = TypedStep::run(self, input, ctx).await?;
         serde_json::to_value(out)
             .map_err(|e| StepError::permanent(format!("output is not JSON: {e}")))
@@ -207,6 +213,21 @@ impl Default for Services {
 }
 
 impl Services {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+    pub fn with_config(mut self, config: Value) -> Self {
+        self.config = Arc::new(config);
+        self
+    }
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
     pub fn insert<T: Any + Send + Sync>(&mut self, value: Arc<T>) -> &mut Self {
         self.extensions.insert(TypeId::of::<T>(), value);
         self
