@@ -229,17 +229,50 @@ fn render_all(diags: &[Diagnostic]) -> String {
     diags.iter().map(|d| d.to_string()).collect()
 }
 
-/// Suggest the closest of `candidates` to `name`, when one is close enough to be a typo.
+/// Suggest the closest of `candidates` to `name`, when one is close enough to be a typo:
+/// few edits (transpositions count as one) or a strong common prefix.
 pub fn did_you_mean<'a>(
     name: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
-    let mut best: Option<(&str, f64)> = None;
+    let limit = match name.chars().count() {
+        0..=4 => 1,
+        5..=8 => 2,
+        n => n / 4 + 1,
+    };
+    let mut best: Option<(&str, usize, f64)> = None;
     for c in candidates {
-        let score = strsim::jaro_winkler(name, c);
-        if score > 0.8 && best.is_none_or(|(_, s)| score > s) {
-            best = Some((c, score));
+        let dist = strsim::osa_distance(name, c);
+        let jw = strsim::jaro_winkler(name, c);
+        if dist > limit && jw < 0.9 {
+            continue;
+        }
+        let better = match best {
+            None => true,
+            Some((_, d, j)) => dist < d || (dist == d && jw > j),
+        };
+        if better {
+            best = Some((c, dist, jw));
         }
     }
-    best.map(|(c, _)| c)
+    best.map(|(c, _, _)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::did_you_mean;
+
+    #[test]
+    fn suggestions_catch_typos_only() {
+        let keys = ["playbook", "description", "on", "steps", "output", "vars"];
+        assert_eq!(did_you_mean("stpes", keys), Some("steps"));
+        assert_eq!(did_you_mean("descripton", keys), Some("description"));
+        assert_eq!(did_you_mean("lgo", ["log", "set"]), Some("log"));
+        assert_eq!(
+            did_you_mean("cases.crate", ["cases.create", "cases.update"]),
+            Some("cases.create")
+        );
+        assert_eq!(did_you_mean("zzz", keys), None);
+        assert_eq!(did_you_mean("timeout", keys), None);
+    }
 }

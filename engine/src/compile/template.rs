@@ -115,6 +115,7 @@ impl Templates {
         env.set_fuel(Some(FUEL));
         env.set_recursion_limit(RECURSION_LIMIT);
         env.set_keep_trailing_newline(true);
+        env.add_filter("dig", dig);
         Templates {
             env,
             next: 0,
@@ -269,6 +270,25 @@ impl Templates {
     }
 }
 
+/// `value | dig('a.b.c')`: the value at a dotted path, or none when any part is missing
+/// or null. Real events leave fields out; this reads them without `is defined` chains.
+fn dig(value: MjValue, path: &str) -> MjValue {
+    let mut cur = value;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let next = match part.parse::<usize>() {
+            Ok(i) if cur.kind() == minijinja::value::ValueKind::Seq => {
+                cur.get_item_by_index(i).ok()
+            }
+            _ => cur.get_attr(part).ok(),
+        };
+        match next {
+            Some(v) if !v.is_undefined() && !v.is_none() => cur = v,
+            _ => return MjValue::from(()),
+        }
+    }
+    cur
+}
+
 fn render_error(e: minijinja::Error) -> RenderError {
     let mut msg = match e.detail() {
         Some(d) => format!("{}: {d}", e.kind()),
@@ -366,6 +386,21 @@ mod tests {
         let mut t = Templates::new();
         let v = t.value("{{ event.missing.deeper }}").unwrap();
         assert!(t.render_tree(&v, &ctx(json!({"event": {}}))).is_err());
+    }
+
+    #[test]
+    fn dig_reads_missing_and_null_fields_as_none() {
+        let mut t = Templates::new();
+        let v = t
+            .value("{{ [event | dig('client.ipAddress'), event | dig('request.ipChain.0.ip'), event | dig('actor.x')] }}")
+            .unwrap();
+        let out = t
+            .render_tree(
+                &v,
+                &ctx(json!({"client": null, "request": {"ipChain": [{"ip": "1.2.3.4"}]}})),
+            )
+            .unwrap();
+        assert_eq!(out, json!([null, "1.2.3.4", null]));
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! contributes every `*.yaml`/`*.yml` file below it except test files (`*.test.yaml`) and
 //! the `samples/`, `data/` and `tests/` folders, which hold events, offline data and tests.
 
+// A diagnostic is large, but it is the cold path: at most one per file read.
+#![allow(clippy::result_large_err)]
+
 pub mod raw;
 pub mod yaml;
 

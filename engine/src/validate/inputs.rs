@@ -164,7 +164,7 @@ fn walk(
     };
 
     if let Some(allowed) = enumeration(root, s) {
-        if !allowed.contains(v) && !(v.is_null() && allows_null(root, s)) {
+        if !(allowed.contains(v) || v.is_null() && allows_null(root, s)) {
             let names: Vec<String> = allowed
                 .iter()
                 .filter(|a| !a.is_null())
