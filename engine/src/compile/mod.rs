@@ -222,6 +222,8 @@ struct Compiler<'r, 'a> {
 #[derive(Clone, Copy, PartialEq)]
 enum Scope {
     Trigger,
+    /// The concurrency key: the event, the time and the playbook's `vars`.
+    Key,
     Playbook,
     Step { for_each: bool, handler: bool },
 }
@@ -294,6 +296,7 @@ impl Compiler<'_, '_> {
     ) {
         let mut allowed: Vec<&str> = match scope {
             Scope::Trigger => vec!["event", "now"],
+            Scope::Key => vec!["event", "now", "vars"],
             Scope::Playbook => ROOTS.to_vec(),
             Scope::Step { .. } => ROOTS.to_vec(),
         };
@@ -422,7 +425,7 @@ fn compile_playbook(
             &Value::String(k.clone()),
             &root.key("concurrency"),
             None,
-            Scope::Trigger,
+            Scope::Key,
         )
     });
     let mut vars = Vec::new();

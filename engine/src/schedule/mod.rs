@@ -112,10 +112,21 @@ impl Engine {
 
     fn concurrency_key(&self, plan: &Plan, event: &Value) -> Option<String> {
         let t = plan.concurrency.as_ref()?;
-        let ctx = MjValue::from_serialize(serde_json::json!({
+        let mut ctx = serde_json::json!({
             "event": event,
             "now": executor::rfc3339(self.services.clock.now()),
-        }));
+        });
+        // The key may use `vars`; a variable that cannot be rendered is left out, and the
+        // run itself reports the error.
+        let base = MjValue::from_serialize(&ctx);
+        let mut vars = serde_json::Map::new();
+        for (k, v) in &plan.vars {
+            if let Ok(v) = plan.templates.render_tree(v, &base) {
+                vars.insert(k.clone(), v);
+            }
+        }
+        ctx["vars"] = Value::Object(vars);
+        let ctx = MjValue::from_serialize(&ctx);
         match plan.templates.render_tree(t, &ctx) {
             Ok(Value::String(s)) => Some(s),
             Ok(other) => Some(other.to_string()),
