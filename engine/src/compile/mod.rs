@@ -225,7 +225,10 @@ enum Scope {
     /// The concurrency key: the event, the time and the playbook's `vars`.
     Key,
     Playbook,
-    Step { for_each: bool, handler: bool },
+    Step {
+        for_each: bool,
+        handler: bool,
+    },
 }
 
 impl Compiler<'_, '_> {
