@@ -230,16 +230,41 @@ fn render_all(diags: &[Diagnostic]) -> String {
 }
 
 /// Suggest the closest of `candidates` to `name`, when one is close enough to be a typo.
+///
+/// Jaro-Winkler alone misses transpositions in short names (`lgo` for `log` scores 0.6),
+/// so a small edit distance (transpositions count as one edit) also qualifies.
 pub fn did_you_mean<'a>(
     name: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
-    let mut best: Option<(&str, f64)> = None;
+    let max_edits = (name.chars().count() / 3).max(1);
+    let mut best: Option<(&str, usize, f64)> = None;
     for c in candidates {
+        let edits = strsim::osa_distance(name, c);
         let score = strsim::jaro_winkler(name, c);
-        if score > 0.8 && best.is_none_or(|(_, s)| score > s) {
-            best = Some((c, score));
+        if edits > max_edits && score <= 0.8 {
+            continue;
+        }
+        let better = best.map_or(true, |(_, e, s)| edits < e || (edits == e && score > s));
+        if better {
+            best = Some((c, edits, score));
         }
     }
-    best.map(|(c, _)| c)
+    best.map(|(c, _, _)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn did_you_mean_catches_short_transpositions() {
+        assert_eq!(did_you_mean("lgo", ["log", "set"]), Some("log"));
+        assert_eq!(did_you_mean("stpes", ["steps", "on"]), Some("steps"));
+        assert_eq!(
+            did_you_mean("cleanpu", ["risky", "cleanup"]),
+            Some("cleanup")
+        );
+        assert_eq!(did_you_mean("zzz", ["log", "set"]), None);
+    }
 }
