@@ -165,8 +165,9 @@ pub fn compile_sources(
     let mut diags = Vec::new();
     let mut templates = Templates::new();
     let mut plans = Vec::new();
-    let mut names: HashMap<String, PathBuf> = HashMap::new();
+    let mut names: HashMap<String, (PathBuf, usize)> = HashMap::new();
     for file in sources {
+        let first_of_file = diags.len();
         for doc in &file.documents {
             let mut r = Reporter {
                 file,
@@ -177,24 +178,32 @@ pub fn compile_sources(
             let Some(raw) = validate::playbook(&mut r, registry) else {
                 continue;
             };
-            if let Some(first) = names.get(&raw.playbook) {
+            let name_path = Path::root().key("playbook");
+            if let Some((first, line)) = names.get(&raw.playbook) {
+                let at = if first == &file.path {
+                    format!("line {line}")
+                } else {
+                    format!("`{}:{line}`", first.display())
+                };
                 r.at(
                     Code::DuplicatePlaybook,
-                    &Path::root().key("playbook"),
+                    &name_path,
                     None,
-                    format!(
-                        "playbook `{}` is also defined in `{}`",
-                        raw.playbook,
-                        first.display()
-                    ),
-                );
+                    format!("duplicate playbook name `{}`", raw.playbook),
+                )
+                .help = Some(format!(
+                    "first defined at {at}; playbook names must be unique across all loaded files"
+                ));
                 continue;
             }
-            names.insert(raw.playbook.clone(), file.path.clone());
+            let line = doc.marks.value(&name_path).0.line;
+            names.insert(raw.playbook.clone(), (file.path.clone(), line));
             if let Some(plan) = compile_playbook(&mut r, raw, registry, &mut templates) {
                 plans.push(plan);
             }
         }
+        // Passes report in their own order; people read a file top to bottom.
+        diags[first_of_file..].sort_by_key(|d| d.pos);
     }
     if !diags.is_empty() {
         return Err(diags);
@@ -247,6 +256,7 @@ impl Compiler<'_, '_> {
         );
     }
 
+    /// Compile a value's templates, reporting each problem at the string it is in.
     fn tree(
         &mut self,
         v: &Value,
@@ -254,17 +264,45 @@ impl Compiler<'_, '_> {
         step: Option<&str>,
         scope: Scope,
     ) -> Option<ValueTemplate> {
+        let before = self.ok;
+        self.ok = true;
+        self.check_leaves(v, path, step, scope);
+        let leaves_ok = self.ok;
+        self.ok = before && leaves_ok;
+        if !leaves_ok {
+            return None;
+        }
+        // Every string compiled above; this assembles the tree from the cache.
         match self.templates.tree(v) {
-            Ok(t) => {
-                let mut vars = BTreeSet::new();
-                t.variables(&mut vars);
-                self.check_vars(&vars, path, step, scope);
-                Some(t)
-            }
+            Ok(t) => Some(t),
             Err(e) => {
                 self.syntax(e, path, step);
                 None
             }
+        }
+    }
+
+    fn check_leaves(&mut self, v: &Value, path: &Path, step: Option<&str>, scope: Scope) {
+        match v {
+            Value::String(s) => match self.templates.value(s) {
+                Ok(t) => {
+                    let mut vars = BTreeSet::new();
+                    t.variables(&mut vars);
+                    self.check_vars(&vars, path, step, scope);
+                }
+                Err(e) => self.syntax(e, path, step),
+            },
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.check_leaves(item, &path.index(i), step, scope);
+                }
+            }
+            Value::Object(map) => {
+                for (k, item) in map {
+                    self.check_leaves(item, &path.key(k), step, scope);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -325,6 +363,7 @@ impl Compiler<'_, '_> {
                     step,
                     format!("unknown variable `{root}`"),
                 );
+                narrow(d, root);
                 d.help = Some(match did_you_mean(root, allowed.iter().copied()) {
                     Some(m) => format!("did you mean `{m}`?"),
                     None => format!(
@@ -347,9 +386,13 @@ impl Compiler<'_, '_> {
                     step,
                     format!("template refers to unknown step `{second}`"),
                 );
-                if let Some(m) = did_you_mean(second, self.ids.keys().map(String::as_str)) {
-                    d.help = Some(format!("did you mean `{m}`?"));
-                }
+                narrow(d, &format!("steps.{second}"));
+                d.help = Some(
+                    match did_you_mean(second, self.ids.keys().map(String::as_str)) {
+                        Some(m) => format!("did you mean `{m}`?"),
+                        None => format!("steps in this playbook: {}", backticked(self.ids.keys())),
+                    },
+                );
             }
             if root == "vars" && !self.vars.contains(second) {
                 self.ok = false;
@@ -359,12 +402,45 @@ impl Compiler<'_, '_> {
                     step,
                     format!("unknown variable `vars.{second}`"),
                 );
-                if let Some(m) = did_you_mean(second, self.vars.iter().map(String::as_str)) {
-                    d.help = Some(format!("did you mean `{m}`?"));
-                }
+                narrow(d, &format!("vars.{second}"));
+                d.help = Some(
+                    match did_you_mean(second, self.vars.iter().map(String::as_str)) {
+                        Some(m) => format!("did you mean `{m}`?"),
+                        None if self.vars.is_empty() => {
+                            "this playbook defines no `vars`".to_string()
+                        }
+                        None => format!("defined vars: {}", backticked(self.vars.iter())),
+                    },
+                );
             }
         }
     }
+}
+
+/// Move the caret from the whole template string to `needle` inside it, when it is there
+/// on the same line.
+fn narrow(d: &mut Diagnostic, needle: &str) {
+    let Some(line) = &d.line_text else { return };
+    let byte_at = |col: usize| {
+        line.char_indices()
+            .nth(col)
+            .map(|(i, _)| i)
+            .unwrap_or(line.len())
+    };
+    let start = byte_at(d.pos.col.saturating_sub(1));
+    let end = byte_at(d.pos.col.saturating_sub(1) + d.width);
+    let Some(found) = line.get(start..end).and_then(|hay| hay.find(needle)) else {
+        return;
+    };
+    d.pos.col = line[..start + found].chars().count() + 1;
+    d.width = needle.chars().count();
+}
+
+fn backticked<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    names
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Names minijinja provides everywhere (functions and constants), not context variables.
@@ -475,13 +551,17 @@ fn compile_playbook(
         let for_each = match &s.for_each {
             None => None,
             Some(fe) => {
-                let (items, conc) = match fe {
-                    RawForEach::Items(v) => (v.clone(), None),
-                    RawForEach::Spec(spec) => (spec.items.clone(), spec.concurrency),
+                let (items, conc, items_path) = match fe {
+                    RawForEach::Items(v) => (v.clone(), None, p.key("for_each")),
+                    RawForEach::Spec(spec) => (
+                        spec.items.clone(),
+                        spec.concurrency,
+                        p.key("for_each").key("items"),
+                    ),
                 };
                 let t = c.tree(
                     &items,
-                    &p.key("for_each"),
+                    &items_path,
                     sid,
                     Scope::Step {
                         for_each: false,

@@ -181,7 +181,16 @@ impl Templates {
         // Parentheses keep filters and `if` expressions whole; the newline ends a
         // trailing `#` comment-free expression cleanly.
         let src = format!("{{% set {RESULT_VAR} = ({expr}\n) %}}");
-        self.add(src, true)
+        self.add(src, true).map_err(|wrapped| {
+            // The wrapper is ours: report the error as the author's `{{ expr }}` gives it.
+            match self.env.template_from_str(&format!("{{{{ {expr} }}}}")) {
+                Err(e) => SyntaxError {
+                    message: e.detail().unwrap_or("invalid template").to_string(),
+                    line: e.line().unwrap_or(1),
+                },
+                Ok(_) => wrapped,
+            }
+        })
     }
 
     fn text(&mut self, s: &str) -> Result<TemplateRef, SyntaxError> {
@@ -397,7 +406,9 @@ mod tests {
         let out = t
             .render_tree(
                 &v,
-                &ctx(json!({"client": null, "request": {"ipChain": [{"ip": "1.2.3.4"}]}})),
+                &ctx(
+                    json!({"event": {"client": null, "request": {"ipChain": [{"ip": "1.2.3.4"}]}}}),
+                ),
             )
             .unwrap();
         assert_eq!(out, json!([null, "1.2.3.4", null]));
@@ -419,6 +430,10 @@ mod tests {
         let mut t = Templates::new();
         assert!(t.value("{{ event.x | }}").is_err());
         assert!(t.value("{% if %}").is_err());
+        // The typed-expression wrapper never shows in a message.
+        let e = t.value("{{ event.x | }}").unwrap_err();
+        assert_eq!(e.line, 1);
+        assert!(!e.message.contains(')'), "{}", e.message);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! contributes every `*.yaml`/`*.yml` file below it except test files (`*.test.yaml`) and
 //! the `samples/`, `data/` and `tests/` folders, which hold events, offline data and tests.
 
-// A diagnostic is large, but it is the cold path: at most one per file read.
+// A `Diagnostic` is the one error of these functions, returned once per file: boxing it
+// would only add noise at every call site.
 #![allow(clippy::result_large_err)]
 
 pub mod raw;
@@ -82,12 +83,27 @@ fn io_diag(path: &Path, e: &std::io::Error) -> Diagnostic {
 
 /// Read and parse one file. Problems come back as diagnostics, never as a panic.
 pub fn read_file(path: &Path) -> Result<SourceFile, Diagnostic> {
-    let bytes = std::fs::read(path).map_err(|e| io_diag(path, &e))?;
+    use std::io::Read;
+    // Read one byte past the limit, so a huge (or endless) file costs no more than that.
+    let limit = yaml::MAX_FILE_BYTES as u64 + 1;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit).read_to_end(&mut bytes))
+        .map_err(|e| io_diag(path, &e))?;
     parse_source(path, bytes)
 }
 
 /// Parse a file's bytes (also used for playbooks that do not come from disk).
 pub fn parse_source(path: &Path, bytes: Vec<u8>) -> Result<SourceFile, Diagnostic> {
+    if bytes.len() > yaml::MAX_FILE_BYTES {
+        return Err(Diagnostic::new(
+            Code::TooComplex,
+            path,
+            Pos { line: 1, col: 1 },
+            format!("file rejected: larger than {} bytes", yaml::MAX_FILE_BYTES),
+        )
+        .with_help("a playbook is a few kilobytes; is this the right file?"));
+    }
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -98,8 +114,12 @@ pub fn parse_source(path: &Path, bytes: Vec<u8>) -> Result<SourceFile, Diagnosti
                 Code::InvalidUtf8,
                 path,
                 Pos { line, col },
-                format!("file is not valid UTF-8 (byte {})", valid.len()),
-            ));
+                match e.as_bytes().get(valid.len()) {
+                    Some(b) => format!("file is not valid UTF-8: unexpected byte 0x{b:02X}"),
+                    None => "file is not valid UTF-8: it ends inside a character".to_string(),
+                },
+            )
+            .with_help("save the file as UTF-8"));
         }
     };
     let documents = match yaml::parse_documents(&text) {
@@ -123,6 +143,10 @@ pub fn parse_source(path: &Path, bytes: Vec<u8>) -> Result<SourceFile, Diagnosti
                 path,
                 pos,
                 format!("file rejected: {message}"),
+            )
+            .with_help(
+                "playbooks are small and shallow; aliases (`*name`) that expand to huge \
+                 values and deep nesting are refused so loading stays fast",
             ))
         }
     };
@@ -136,7 +160,8 @@ pub fn parse_source(path: &Path, bytes: Vec<u8>) -> Result<SourceFile, Diagnosti
             path,
             Pos { line: 1, col: 1 },
             "file holds no playbook",
-        ));
+        )
+        .with_help("a playbook needs at least `playbook`, `on` and `steps`"));
     }
     Ok(SourceFile {
         path: path.to_path_buf(),

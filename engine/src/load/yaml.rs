@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::{Map, Number, Value};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
-use yaml_rust2::scanner::Marker;
+use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 use crate::error::Pos;
 
@@ -110,10 +110,15 @@ pub fn parse_documents(src: &str) -> Result<Vec<Document>, ParseError> {
             message: format!("file is larger than {} bytes", MAX_FILE_BYTES),
         });
     }
+    // libyaml (through serde_yaml) first: its syntax messages say where the broken
+    // construct started, and its alias repetition limit stops alias bombs early.
+    let mut values = Vec::new();
+    for de in serde_yaml::Deserializer::from_str(src) {
+        values.push(serde_yaml::Value::deserialize(de).map_err(|e| syntax_error(&e))?);
+    }
     let mut marks = collect_marks(src)?;
     let mut docs = Vec::new();
-    for (i, de) in serde_yaml::Deserializer::from_str(src).enumerate() {
-        let value = serde_yaml::Value::deserialize(de).map_err(|e| syntax_error(&e))?;
+    for (i, value) in values.into_iter().enumerate() {
         let marks = if i < marks.len() {
             std::mem::take(&mut marks[i])
         } else {
@@ -150,16 +155,41 @@ fn syntax_error(e: &serde_yaml::Error) -> ParseError {
             col: l.column(),
         })
         .unwrap_or(Pos { line: 1, col: 1 });
-    let message = e.to_string();
-    // serde_yaml appends " at line X column Y"; the position is printed separately.
-    let message = match message.find(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message,
-    };
-    if message.contains("repetition limit") || message.contains("recursion limit") {
-        ParseError::TooComplex { pos, message }
-    } else {
-        ParseError::Syntax { pos, message }
+    ParseError::from_libyaml(pos, &e.to_string())
+}
+
+impl ParseError {
+    /// libyaml says `problem at line 8 column 3, while parsing a flow mapping at line 7
+    /// column 11`; the position is printed separately, the context is kept in the message.
+    fn from_libyaml(pos: Pos, text: &str) -> ParseError {
+        let (problem, context) = match text.split_once(", while ") {
+            Some((p, c)) => (p, Some(c)),
+            None => (text, None),
+        };
+        let strip = |s: &str| match s.find(" at line ") {
+            Some(i) => s[..i].to_string(),
+            None => s.to_string(),
+        };
+        let mut message = strip(problem);
+        if let Some(c) = context {
+            // `parsing a flow mapping at line 7 column 11` -> `... started at 7:11`
+            let started = c
+                .find(" at line ")
+                .map(|i| &c[i + " at line ".len()..])
+                .and_then(|rest| rest.split_once(" column "))
+                .map(|(l, col)| format!(" (started at {l}:{col})"))
+                .unwrap_or_default();
+            message = format!("{message}, while {}{started}", strip(c));
+        }
+        if message.contains("repetition limit") {
+            let message = "aliases expand to too many values".to_string();
+            ParseError::TooComplex { pos, message }
+        } else if message.contains("recursion limit") {
+            let message = "nesting too deep".to_string();
+            ParseError::TooComplex { pos, message }
+        } else {
+            ParseError::Syntax { pos, message }
+        }
     }
 }
 
@@ -211,8 +241,17 @@ fn to_json(v: serde_yaml::Value, depth: usize, budget: &mut usize) -> Result<Val
 }
 
 enum Frame {
-    Map { path: Path, key: Option<String> },
-    Seq { path: Path, next: usize },
+    /// `first` until the first key is seen: a block mapping's start mark is reported at
+    /// the first key's `:`, so the first key's own position is the better start.
+    Map {
+        path: Path,
+        key: Option<String>,
+        first: bool,
+    },
+    Seq {
+        path: Path,
+        next: usize,
+    },
 }
 
 #[derive(Default)]
@@ -231,7 +270,7 @@ impl MarkCollector {
     fn next_value_path(&mut self) -> Option<Path> {
         match self.stack.last_mut() {
             None => Some(Path::root()),
-            Some(Frame::Map { path, key }) => key.take().map(|k| path.key(&k)),
+            Some(Frame::Map { path, key, .. }) => key.take().map(|k| path.key(&k)),
             Some(Frame::Seq { path, next }) => {
                 let p = path.index(*next);
                 *next += 1;
@@ -260,7 +299,11 @@ impl MarkCollector {
         self.stack.push(if seq {
             Frame::Seq { path, next: 0 }
         } else {
-            Frame::Map { path, key: None }
+            Frame::Map {
+                path,
+                key: None,
+                first: true,
+            }
         });
     }
 }
@@ -275,15 +318,29 @@ impl MarkedEventReceiver for MarkCollector {
                 });
                 self.stack.clear();
             }
-            Event::Scalar(text, ..) => match self.next_value_path() {
-                Some(path) => self.record_value(path, mark, text.chars().count()),
+            Event::Scalar(text, style, ..) => match self.next_value_path() {
+                Some(path) => {
+                    // The mark of a quoted scalar is its opening quote: underline both.
+                    let quotes = match style {
+                        TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted => 2,
+                        _ => 0,
+                    };
+                    self.record_value(path, mark, text.chars().count() + quotes)
+                }
                 None => {
-                    if let Some(Frame::Map { path, key }) = self.stack.last_mut() {
+                    if let Some(Frame::Map { path, key, first }) = self.stack.last_mut() {
                         let p = path.key(&text);
                         *key = Some(text.clone());
                         let pos = to_pos(mark);
                         if let Some(m) = self.docs.last_mut() {
                             m.keys.insert(p, (pos, text.chars().count().max(1)));
+                            if std::mem::take(first) {
+                                if let Some(start) = m.values.get_mut(path) {
+                                    if pos < start.0 {
+                                        *start = (pos, 1);
+                                    }
+                                }
+                            }
                         }
                     }
                 }
@@ -347,6 +404,12 @@ mod tests {
         let uses = Path::root().key("steps").index(0).key("uses");
         assert_eq!(m.value(&uses), (Pos { line: 4, col: 11 }, 11));
         assert_eq!(m.key(&uses).0, Pos { line: 4, col: 5 });
+        // A block mapping starts at its first key, not at that key's `:`.
+        assert_eq!(m.value(&Path::root()).0, Pos { line: 1, col: 1 });
+        assert_eq!(
+            m.value(&Path::root().key("steps").index(0)).0,
+            Pos { line: 3, col: 5 }
+        );
         // Unknown deeper paths fall back to the nearest parent.
         assert_eq!(m.value(&uses.key("nope")).0, Pos { line: 4, col: 11 });
     }
@@ -363,6 +426,21 @@ mod tests {
     fn syntax_errors_have_positions() {
         match parse_documents("a: [1, 2\nb: c\n") {
             Err(ParseError::Syntax { pos, .. }) => assert!(pos.line >= 1),
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn syntax_errors_keep_libyaml_context() {
+        match parse_documents("a: [1, 2\nb: c\n") {
+            Err(ParseError::Syntax { pos, message }) => {
+                assert_eq!(pos.line, 2);
+                assert!(
+                    message.contains("while parsing a flow sequence (started at 1:4)"),
+                    "{message}"
+                );
+                assert!(!message.contains(" at line "), "{message}");
+            }
             other => panic!("expected a syntax error, got {other:?}"),
         }
     }

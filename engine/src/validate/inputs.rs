@@ -33,6 +33,8 @@ pub fn check(
     for p in problems {
         let d = match p.code {
             Code::UnknownKey => r.at_key(Code::InvalidStepInput, &p.path, step, p.message),
+            // Point at the key naming the mapping that lacks the input (`with:`).
+            Code::MissingStepInput => r.at_key(Code::MissingStepInput, &p.path, step, p.message),
             code => r.at(code, &p.path, step, p.message),
         };
         d.help = p.help;
@@ -164,7 +166,8 @@ fn walk(
     };
 
     if let Some(allowed) = enumeration(root, s) {
-        if !(allowed.contains(v) || v.is_null() && allows_null(root, s)) {
+        let allowed_null = v.is_null() && allows_null(root, s);
+        if !allowed.contains(v) && !allowed_null {
             let names: Vec<String> = allowed
                 .iter()
                 .filter(|a| !a.is_null())
@@ -200,7 +203,7 @@ fn walk(
                 if p.is_empty() {
                     return;
                 }
-                if best.as_ref().is_none_or(|bp| p.len() < bp.len()) {
+                if best.as_ref().map_or(true, |bp| p.len() < bp.len()) {
                     best = Some(p);
                 }
             }

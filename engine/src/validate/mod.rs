@@ -176,9 +176,13 @@ fn check_keys(
     required: &[&str],
     step: Option<&str>,
 ) {
+    // A misspelt required key is reported once, as unknown with a suggestion, not again
+    // as missing.
+    let mut suggested = Vec::new();
     for key in obj.keys() {
         if !allowed.contains(&key.as_str()) {
             let help = did_you_mean(key, allowed.iter().copied());
+            suggested.extend(help);
             let d = r.at_key(
                 Code::UnknownKey,
                 &path.key(key),
@@ -192,7 +196,7 @@ fn check_keys(
         }
     }
     for key in required {
-        if !obj.contains_key(*key) {
+        if !obj.contains_key(*key) && !suggested.contains(key) {
             r.at(
                 Code::MissingKey,
                 path,
@@ -309,63 +313,72 @@ fn steps(
     }
     let mut out = Vec::new();
     let mut ok = true;
-    let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, item) in items.iter().enumerate() {
-        let p = path.index(i);
-        match step(r, item, &p, registry) {
-            Some(s) => {
-                if let Some(first) = seen.get(&s.id) {
-                    r.at(
-                        Code::DuplicateStepId,
-                        &p.key("id"),
-                        Some(&s.id),
-                        format!(
-                            "duplicate step id `{}` (first used by step {})",
-                            s.id,
-                            first + 1
-                        ),
-                    );
-                    ok = false;
-                } else {
-                    seen.insert(s.id.clone(), i);
-                }
-                out.push(s);
-            }
+        match step(r, item, &path.index(i), registry) {
+            Some(s) => out.push(s),
             None => ok = false,
         }
     }
-    // References between steps, checked once every id is known.
-    let ids: BTreeSet<&str> = items
-        .iter()
-        .filter_map(|s| s.get("id").and_then(Value::as_str))
-        .collect();
-    for (i, s) in out.iter().enumerate() {
+    // References between steps are checked on the raw items, so a step with a problem of
+    // its own still has its ids, `needs` and `on_error` checked.
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let Some(id) = item.get("id").and_then(Value::as_str) else {
+            continue;
+        };
         let p = path.index(i);
-        for (j, need) in s.needs.ids().into_iter().enumerate() {
+        if let Some(&first) = seen.get(id) {
+            let (first_pos, _) = r.doc.marks.value(&path.index(first).key("id"));
+            r.at(
+                Code::DuplicateStepId,
+                &p.key("id"),
+                Some(id),
+                format!("duplicate step id `{id}`"),
+            )
+            .help = Some(format!(
+                "first used on line {}; step ids must be unique within a playbook",
+                first_pos.line
+            ));
+            ok = false;
+        } else {
+            seen.insert(id, i);
+        }
+    }
+    let ids: BTreeSet<&str> = seen.keys().copied().collect();
+    for (i, item) in items.iter().enumerate() {
+        let p = path.index(i);
+        let sid = item.get("id").and_then(Value::as_str);
+        let needs: Vec<(Path, &str)> = match item.get("needs") {
+            Some(Value::String(n)) => vec![(p.key("needs"), n.as_str())],
+            Some(Value::Array(ns)) => ns
+                .iter()
+                .enumerate()
+                .filter_map(|(j, n)| Some((p.key("needs").index(j), n.as_str()?)))
+                .collect(),
+            _ => vec![],
+        };
+        for (np, need) in needs {
             if !ids.contains(need) {
-                let np = match &s.needs {
-                    raw::Needs::Many(_) => p.key("needs").index(j),
-                    _ => p.key("needs"),
-                };
                 let d = r.at(
                     Code::DanglingNeeds,
                     &np,
-                    Some(&s.id),
+                    sid,
                     format!("`needs` names unknown step `{need}`"),
                 );
-                if let Some(h) = did_you_mean(need, ids.iter().copied()) {
-                    d.help = Some(format!("did you mean `{h}`?"));
-                }
+                d.help = Some(match did_you_mean(need, ids.iter().copied()) {
+                    Some(h) => format!("did you mean `{h}`?"),
+                    None => format!("steps in this playbook: {}", list_set(&ids)),
+                });
                 ok = false;
             }
         }
-        if let Some(h) = &s.on_error {
-            if !matches!(h.as_str(), "fail" | "continue") {
-                if !ids.contains(h.as_str()) {
+        if let Some(h) = item.get("on_error").and_then(Value::as_str) {
+            if !matches!(h, "fail" | "continue") {
+                if !ids.contains(h) {
                     let d = r.at(
                         Code::UnknownHandler,
                         &p.key("on_error"),
-                        Some(&s.id),
+                        sid,
                         format!("`on_error` names unknown step `{h}`"),
                     );
                     d.help = Some(match did_you_mean(h, ids.iter().copied()) {
@@ -373,11 +386,11 @@ fn steps(
                         None => "use `fail`, `continue` or the id of a handler step".into(),
                     });
                     ok = false;
-                } else if h == &s.id {
+                } else if Some(h) == sid {
                     r.at(
                         Code::UnknownHandler,
                         &p.key("on_error"),
-                        Some(&s.id),
+                        sid,
                         "a step cannot be its own error handler".into(),
                     );
                     ok = false;
@@ -386,6 +399,14 @@ fn steps(
         }
     }
     ok.then_some(out)
+}
+
+fn list_set(names: &BTreeSet<&str>) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn step(r: &mut Reporter<'_>, v: &Value, path: &Path, registry: &Registry) -> Option<RawStep> {
@@ -572,7 +593,14 @@ fn retry(
 
 /// Parse a duration like `30s`, `1m`, `500ms`, `1h 30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| e.to_string())
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        // humantime appends every unit it knows; the help line shows the common ones.
+        let msg = e.to_string();
+        match msg.split_once(", supported units") {
+            Some((head, _)) => head.replace('"', "`"),
+            None => msg,
+        }
+    })
 }
 
 fn duration(r: &mut Reporter<'_>, s: &str, path: &Path, sid: Option<&str>) -> Option<Duration> {
