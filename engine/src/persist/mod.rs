@@ -1,1 +1,367 @@
-//! Persistence: the store trait and its implementations.
+//! Persistence: the case store traits and their implementations.
+//!
+//! Callers hold a `&dyn Store` (or `Arc<dyn Store>`): [`CaseRead`] for queries and the
+//! case-event outbox, [`CaseWrite`] for changes. A write applies a list of
+//! [`CaseChange`]s with the pure [`crate::cases::apply`], then commits the case, its index
+//! entries, its case events (the transactional outbox) and its idempotency record in
+//! **one** transaction, so a trigger is never lost and never fired for a change that did
+//! not commit. Nothing in the traits names sled: a PostgreSQL implementation would map
+//! the trees below to tables and the transaction to `BEGIN ... COMMIT` with
+//! `SELECT ... FOR UPDATE` on the case row.
+//!
+//! Implementations: [`MemoryStore`] (tests, embedding) and [`SledStore`] (default, on
+//! disk). Both share the key layout and the query planner, so the memory store exercises
+//! the same index logic.
+//!
+//! # Key layout (sled; schema version 1)
+//!
+//! Trees are named `<key>_<value>`. Integers are big-endian so byte order is numeric
+//! order; timestamps are unix milliseconds as `i64` with the sign bit flipped (`ts`
+//! below), so byte order is time order. Strings (`str`) are escaped (`0x00` -> `0x01
+//! 0x01`, `0x01` -> `0x01 0x02`) and end with a `0x00` separator, so any string can be a
+//! key part and keys sort like the strings.
+//!
+//! | tree                 | key                                              | value |
+//! |----------------------|--------------------------------------------------|-------|
+//! | `caseid_case`        | case id `u64`                                    | case JSON |
+//! | `observable_caseid`  | type `str` ++ value `str` ++ created_at `ts` ++ id `u64` | empty |
+//! | `state_caseid`       | state `str` ++ created_at `ts` ++ id `u64`       | empty |
+//! | `severity_caseid`    | severity rank `u8` (0 informational .. 4 critical) ++ created_at `ts` ++ id `u64` | empty |
+//! | `assignee_caseid`    | assignee `str` ++ created_at `ts` ++ id `u64`    | empty |
+//! | `tag_caseid`         | tag `str` ++ created_at `ts` ++ id `u64`         | empty |
+//! | `createdat_caseid`   | created_at `ts` ++ id `u64`                      | empty |
+//! | `updatedat_caseid`   | updated_at `ts` ++ id `u64`                      | empty |
+//! | `dedupkey_caseid`    | dedup key `str` ++ id `u64`                      | `0x01` if the case is open, else `0x00` |
+//! | `sladue_caseid`      | sla.due_at `ts` ++ id `u64` (open, not yet breached cases only) | empty |
+//! | `idempotency_result` | run id `str` ++ step id `str`                    | JSON `{case_id, created, case, event_ids}` |
+//! | `eventid_caseevent`  | case event id `u64` (undelivered only)           | case event JSON |
+//! | `meta`               | `schema_version` / `next_case_id` / `next_event_id` | `u32` / `u64` / `u64` |
+//!
+//! Index keys end with `created_at ++ id`, so a forward range scan of one prefix yields
+//! oldest first and a reverse scan newest first; a query reads about `limit` entries of
+//! its most selective index (observable > assignee > tag > state > severity >
+//! created_at) and filters the rest of its criteria on the case records it loads.
+//!
+//! Ids come from the `meta` counters, written in the same transaction, so case numbers
+//! are sequential. A store whose `schema_version` is newer than this code is refused;
+//! key formats never change in place (a new layout means a new version and a migration).
+//! Writers are serialised by a process-local lock (sled allows one process per data
+//! dir): reads for a write happen under the lock and outside the transaction, and the
+//! transaction closure only writes precomputed bytes, because sled may re-run it.
+
+mod keys;
+mod memory;
+mod ops;
+mod sled_store;
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::cases::{
+    Actor, Case, CaseChange, CaseError, CaseEvent, CaseId, CaseState, NewCase, ObservableType,
+    Severity, Timestamp, UnknownName,
+};
+
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+
+/// Why a store operation failed. Validation errors change nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No case with this id.
+    #[error("{0} not found")]
+    NotFound(CaseId),
+    /// The state machine refused the change.
+    #[error("{}", CaseError::InvalidTransition { case: *case, from: *from, to: *to })]
+    InvalidTransition {
+        /// The case.
+        case: CaseId,
+        /// Its current state.
+        from: CaseState,
+        /// The requested state.
+        to: CaseState,
+    },
+    /// Another validation error (empty title, invalid observable, missing reason, ...).
+    #[error(transparent)]
+    Invalid(CaseError),
+    /// An idempotency key was reused for a different case.
+    #[error("idempotency key (run `{run_id}`, step `{step_id}`) already changed {recorded}, not {requested}")]
+    IdempotencyConflict {
+        /// Run id of the key.
+        run_id: String,
+        /// Step id of the key.
+        step_id: String,
+        /// The case the key committed a change to.
+        recorded: CaseId,
+        /// The case this call asked to change.
+        requested: CaseId,
+    },
+    /// Stored data cannot be read: bad JSON, bad key, unknown schema version, a store the
+    /// backend refuses to open. `detail` says where and what to do.
+    #[error("case store at `{}` is unusable: {detail}", path.display())]
+    Corrupt {
+        /// The data directory.
+        path: PathBuf,
+        /// What is wrong and what to do about it.
+        detail: String,
+    },
+    /// The backend failed (I/O error, data dir locked by another process).
+    #[error("case store at `{}` failed: {detail}", path.display())]
+    Backend {
+        /// The data directory.
+        path: PathBuf,
+        /// The backend's message.
+        detail: String,
+    },
+}
+
+impl From<CaseError> for StoreError {
+    fn from(e: CaseError) -> Self {
+        match e {
+            CaseError::InvalidTransition { case, from, to } => {
+                StoreError::InvalidTransition { case, from, to }
+            }
+            e => StoreError::Invalid(e),
+        }
+    }
+}
+
+/// When a write returns relative to the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Flush to disk before a write returns (the default: an acknowledged change
+    /// survives a crash).
+    #[default]
+    Strict,
+    /// Return after commit; the backend flushes in the background (sled: every 500 ms).
+    /// For bulk loads and tests.
+    Relaxed,
+}
+
+/// Identifies one playbook step's write so a retried step does not apply it twice.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct IdempotencyKey {
+    /// The run.
+    pub run_id: String,
+    /// The step in that run.
+    pub step_id: String,
+}
+
+/// Who writes, when, and under which idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteMeta {
+    /// Recorded in the timeline and the case events.
+    pub actor: Actor,
+    /// The time of the change (taken from the caller's clock so tests can fix it).
+    pub at: Timestamp,
+    /// When set, a second write with the same key returns the first one's result.
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+impl WriteMeta {
+    /// A write by `actor` at `at`, without an idempotency key.
+    pub fn new(actor: Actor, at: Timestamp) -> Self {
+        WriteMeta {
+            actor,
+            at,
+            idempotency: None,
+        }
+    }
+
+    /// The same write under an idempotency key.
+    pub fn with_key(mut self, run_id: impl Into<String>, step_id: impl Into<String>) -> Self {
+        self.idempotency = Some(IdempotencyKey {
+            run_id: run_id.into(),
+            step_id: step_id.into(),
+        });
+        self
+    }
+}
+
+/// What a committed write did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WriteOutcome {
+    /// The case after the write (for a replay: as the first write left it).
+    pub case: Case,
+    /// True when this write created the case; false for updates and for a create that
+    /// matched an open case's dedup key.
+    pub created: bool,
+    /// True when an earlier write with the same idempotency key is returned instead.
+    pub replayed: bool,
+    /// The case events committed with the write (empty for a replay or a no-op).
+    pub events: Vec<CaseEvent>,
+    /// Their ids (kept on replay).
+    pub event_ids: Vec<u64>,
+}
+
+/// The order of query results.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseSort {
+    /// Oldest first.
+    CreatedAtAsc,
+    /// Newest first (the default).
+    #[default]
+    CreatedAtDesc,
+    /// Least recently changed first.
+    UpdatedAtAsc,
+    /// Most recently changed first.
+    UpdatedAtDesc,
+    /// Least severe first, then oldest first.
+    SeverityAsc,
+    /// Most severe first, then newest first.
+    SeverityDesc,
+}
+
+impl std::str::FromStr for CaseSort {
+    type Err = UnknownName;
+
+    /// `created_at`, `-created_at`, `updated_at`, `-updated_at`, `severity`, `-severity`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.trim() {
+            "created_at" => CaseSort::CreatedAtAsc,
+            "-created_at" => CaseSort::CreatedAtDesc,
+            "updated_at" => CaseSort::UpdatedAtAsc,
+            "-updated_at" => CaseSort::UpdatedAtDesc,
+            "severity" => CaseSort::SeverityAsc,
+            "-severity" => CaseSort::SeverityDesc,
+            _ => {
+                return Err(UnknownName {
+                    what: "sort",
+                    text: s.to_string(),
+                    expected: "`created_at`, `-created_at`, `updated_at`, `-updated_at`, `severity`, `-severity`".into(),
+                })
+            }
+        })
+    }
+}
+
+/// Which cases to return. Criteria combine with AND; empty ones match everything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaseQuery {
+    /// Cases with this observable (the value is normalised like stored values).
+    pub observable: Option<(ObservableType, String)>,
+    /// Cases in any of these states (empty: any state).
+    pub states: Vec<CaseState>,
+    /// Cases of exactly this severity.
+    pub severity: Option<Severity>,
+    /// Cases assigned to exactly this person.
+    pub assignee: Option<String>,
+    /// Cases with this tag.
+    pub tag: Option<String>,
+    /// Created at or after (inclusive).
+    pub created_after: Option<Timestamp>,
+    /// Created before (exclusive).
+    pub created_before: Option<Timestamp>,
+    /// Result order.
+    pub sort: CaseSort,
+    /// At most this many results (`usize::MAX`: all).
+    pub limit: usize,
+}
+
+impl Default for CaseQuery {
+    /// Everything, newest first, at most 100.
+    fn default() -> Self {
+        CaseQuery {
+            observable: None,
+            states: Vec::new(),
+            severity: None,
+            assignee: None,
+            tag: None,
+            created_after: None,
+            created_before: None,
+            sort: CaseSort::default(),
+            limit: 100,
+        }
+    }
+}
+
+impl CaseQuery {
+    /// Every case, newest first, no limit.
+    pub fn all() -> Self {
+        CaseQuery {
+            limit: usize::MAX,
+            ..Default::default()
+        }
+    }
+
+    /// Cases with one observable, newest first.
+    pub fn by_observable(kind: ObservableType, value: impl Into<String>, limit: usize) -> Self {
+        CaseQuery {
+            observable: Some((kind, value.into())),
+            limit,
+            ..Default::default()
+        }
+    }
+
+    /// Open cases (`new`, `in_progress`, `on_hold`), newest first, no limit.
+    pub fn open() -> Self {
+        CaseQuery {
+            states: CaseState::ALL
+                .iter()
+                .copied()
+                .filter(|s| s.is_open())
+                .collect(),
+            ..Self::all()
+        }
+    }
+}
+
+/// Reading cases and the case-event outbox.
+#[async_trait]
+pub trait CaseRead: Send + Sync {
+    /// One case, `None` when there is no such id.
+    async fn get(&self, id: CaseId) -> Result<Option<Case>, StoreError>;
+
+    /// Cases matching `query`, in its order, at most `query.limit`. Served from indexes:
+    /// the cost grows with the number of results read, not the number of cases stored.
+    /// An invalid observable value in the query is an error.
+    async fn query(&self, query: &CaseQuery) -> Result<Vec<Case>, StoreError>;
+
+    /// How many cases match `query`, ignoring its limit.
+    async fn count(&self, query: &CaseQuery) -> Result<u64, StoreError>;
+
+    /// Undelivered case events, oldest first, at most `limit`.
+    async fn pending_events(&self, limit: usize) -> Result<Vec<CaseEvent>, StoreError>;
+
+    /// Open cases whose SLA is due at or before `now` and not yet marked breached, in
+    /// deadline order (for the SLA watcher, including deadlines that passed while the
+    /// engine was stopped).
+    async fn sla_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Case>, StoreError>;
+
+    /// Consistency check of indexes, outbox and counters against the cases. Returns
+    /// one line per problem (empty when consistent); an `Err` only when the store
+    /// cannot be read at all.
+    async fn check(&self) -> Result<Vec<String>, StoreError>;
+}
+
+/// Changing cases and acknowledging case events.
+#[async_trait]
+pub trait CaseWrite: Send + Sync {
+    /// Creates a case and emits `case.created`, atomically. With a dedup key that an open
+    /// case already has, returns that case (`created: false`) and changes nothing. With an
+    /// idempotency key already used, returns the first call's result (`replayed: true`).
+    async fn create(&self, new: NewCase, meta: &WriteMeta) -> Result<WriteOutcome, StoreError>;
+
+    /// Applies `changes` in order to one case, atomically with their case events: all of
+    /// them or (on any error) none. Idempotent per `meta.idempotency` like `create`.
+    async fn update(
+        &self,
+        id: CaseId,
+        changes: Vec<CaseChange>,
+        meta: &WriteMeta,
+    ) -> Result<WriteOutcome, StoreError>;
+
+    /// Removes a delivered case event from the outbox; false when it was not there.
+    async fn ack_event(&self, event_id: u64) -> Result<bool, StoreError>;
+
+    /// Waits until everything committed so far is on disk.
+    async fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// A full case store.
+pub trait Store: CaseRead + CaseWrite {}
+
+impl<T: CaseRead + CaseWrite + ?Sized> Store for T {}

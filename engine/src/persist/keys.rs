@@ -1,0 +1,272 @@
+//! Tree names and key encodings shared by every key-value backend (sled, memory).
+//! The layout itself is documented on the [`super`] module.
+
+use super::StoreError;
+use crate::cases::{Case, CaseId, Timestamp};
+
+/// The trees of a store. The discriminant is the position in [`Tree::ALL`], which is
+/// also the position of the tree in the sled transaction tuple.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Tree {
+    CaseidCase,
+    ObservableCaseid,
+    StateCaseid,
+    SeverityCaseid,
+    AssigneeCaseid,
+    TagCaseid,
+    CreatedatCaseid,
+    UpdatedatCaseid,
+    DedupkeyCaseid,
+    SladueCaseid,
+    IdempotencyResult,
+    EventidCaseevent,
+    Meta,
+}
+
+/// Number of trees.
+pub(crate) const TREE_COUNT: usize = 13;
+
+impl Tree {
+    pub(crate) const ALL: [Tree; TREE_COUNT] = [
+        Tree::CaseidCase,
+        Tree::ObservableCaseid,
+        Tree::StateCaseid,
+        Tree::SeverityCaseid,
+        Tree::AssigneeCaseid,
+        Tree::TagCaseid,
+        Tree::CreatedatCaseid,
+        Tree::UpdatedatCaseid,
+        Tree::DedupkeyCaseid,
+        Tree::SladueCaseid,
+        Tree::IdempotencyResult,
+        Tree::EventidCaseevent,
+        Tree::Meta,
+    ];
+
+    /// The index trees derived from cases (rebuilt from `caseid_case` by `check`).
+    pub(crate) const INDEXES: [Tree; 9] = [
+        Tree::ObservableCaseid,
+        Tree::StateCaseid,
+        Tree::SeverityCaseid,
+        Tree::AssigneeCaseid,
+        Tree::TagCaseid,
+        Tree::CreatedatCaseid,
+        Tree::UpdatedatCaseid,
+        Tree::DedupkeyCaseid,
+        Tree::SladueCaseid,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Tree::CaseidCase => "caseid_case",
+            Tree::ObservableCaseid => "observable_caseid",
+            Tree::StateCaseid => "state_caseid",
+            Tree::SeverityCaseid => "severity_caseid",
+            Tree::AssigneeCaseid => "assignee_caseid",
+            Tree::TagCaseid => "tag_caseid",
+            Tree::CreatedatCaseid => "createdat_caseid",
+            Tree::UpdatedatCaseid => "updatedat_caseid",
+            Tree::DedupkeyCaseid => "dedupkey_caseid",
+            Tree::SladueCaseid => "sladue_caseid",
+            Tree::IdempotencyResult => "idempotency_result",
+            Tree::EventidCaseevent => "eventid_caseevent",
+            Tree::Meta => "meta",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// `meta` key: schema version, `u32` big-endian.
+pub(crate) const META_SCHEMA_VERSION: &[u8] = b"schema_version";
+/// `meta` key: the next case id, `u64` big-endian.
+pub(crate) const META_NEXT_CASE_ID: &[u8] = b"next_case_id";
+/// `meta` key: the next case event id, `u64` big-endian.
+pub(crate) const META_NEXT_EVENT_ID: &[u8] = b"next_event_id";
+/// The schema version this code writes and reads.
+pub(crate) const SCHEMA_VERSION: u32 = 1;
+
+/// Appends a string so that the encoding sorts like the string and is self-delimiting:
+/// `0x00` -> `0x01 0x01`, `0x01` -> `0x01 0x02`, then a `0x00` terminator. Any string can
+/// be a key part, and no string's key is a prefix of another's.
+pub(crate) fn push_str(out: &mut Vec<u8>, s: &str) {
+    for &b in s.as_bytes() {
+        match b {
+            0 => out.extend_from_slice(&[1, 1]),
+            1 => out.extend_from_slice(&[1, 2]),
+            b => out.push(b),
+        }
+    }
+    out.push(0);
+}
+
+/// Key of a string-prefixed index entry's prefix (one or more escaped strings).
+pub(crate) fn str_prefix(parts: &[&str]) -> Vec<u8> {
+    let mut k = Vec::new();
+    for p in parts {
+        push_str(&mut k, p);
+    }
+    k
+}
+
+/// `prefix ++ time BE ++ id BE`: the shape of every index key that sorts by time.
+pub(crate) fn timed_key(prefix: &[u8], t: Timestamp, id: CaseId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 16);
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(&t.to_key_bytes());
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// The case id in the last eight bytes of an index key.
+pub(crate) fn id_suffix(key: &[u8]) -> Option<CaseId> {
+    let start = key.len().checked_sub(8)?;
+    let b: [u8; 8] = key.get(start..)?.try_into().ok()?;
+    Some(CaseId(u64::from_be_bytes(b)))
+}
+
+/// The `time ++ id` suffix of a timed key, used to merge several index streams by time.
+pub(crate) fn time_id_suffix(key: &[u8]) -> &[u8] {
+    &key[key.len().saturating_sub(16)..]
+}
+
+/// The smallest key greater than every key starting with `prefix`; `None` when there is
+/// none (empty prefix or all `0xff`).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// True when no key can satisfy both bounds (ranges like that make `BTreeMap::range`
+/// panic, so backends check first).
+pub(crate) fn empty_bounds(lo: &std::ops::Bound<Vec<u8>>, hi: &std::ops::Bound<Vec<u8>>) -> bool {
+    use std::ops::Bound::*;
+    match (lo, hi) {
+        (Included(l), Included(h)) => l > h,
+        (Included(l) | Excluded(l), Included(h) | Excluded(h)) => l >= h,
+        _ => false,
+    }
+}
+
+pub(crate) fn u64_value(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
+/// Every index entry `(tree, key, value)` a case has. Updates diff the old case's
+/// entries against the new one's.
+pub(crate) fn index_entries(c: &Case) -> Vec<(Tree, Vec<u8>, Vec<u8>)> {
+    let (id, created) = (c.id, c.created_at);
+    let mut out = Vec::with_capacity(8 + c.observables.len() + c.tags.len());
+    for o in &c.observables {
+        let p = str_prefix(&[o.kind.as_str(), &o.value]);
+        out.push((
+            Tree::ObservableCaseid,
+            timed_key(&p, created, id),
+            Vec::new(),
+        ));
+    }
+    let p = str_prefix(&[c.state.as_str()]);
+    out.push((Tree::StateCaseid, timed_key(&p, created, id), Vec::new()));
+    out.push((
+        Tree::SeverityCaseid,
+        timed_key(&[c.severity.rank()], created, id),
+        Vec::new(),
+    ));
+    if let Some(a) = &c.assignee {
+        let p = str_prefix(&[a]);
+        out.push((Tree::AssigneeCaseid, timed_key(&p, created, id), Vec::new()));
+    }
+    for t in &c.tags {
+        let p = str_prefix(&[t]);
+        out.push((Tree::TagCaseid, timed_key(&p, created, id), Vec::new()));
+    }
+    out.push((
+        Tree::CreatedatCaseid,
+        timed_key(&[], created, id),
+        Vec::new(),
+    ));
+    out.push((
+        Tree::UpdatedatCaseid,
+        timed_key(&[], c.updated_at, id),
+        Vec::new(),
+    ));
+    if let Some(d) = &c.dedup_key {
+        let mut k = str_prefix(&[d]);
+        k.extend_from_slice(&id.to_be_bytes());
+        out.push((Tree::DedupkeyCaseid, k, vec![u8::from(c.state.is_open())]));
+    }
+    if let (Some(due), false, true) = (c.sla.due_at, c.sla.breached, c.state.is_open()) {
+        out.push((Tree::SladueCaseid, timed_key(&[], due, id), Vec::new()));
+    }
+    out
+}
+
+/// Key of a case event in the outbox.
+pub(crate) fn event_key(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+/// Key of an idempotency record.
+pub(crate) fn idempotency_key(run_id: &str, step_id: &str) -> Vec<u8> {
+    str_prefix(&[run_id, step_id])
+}
+
+/// Builds the `Corrupt` error for an undecodable value, with the advice people need.
+pub(crate) fn corrupt(
+    path: &std::path::Path,
+    tree: Tree,
+    key: &[u8],
+    detail: impl std::fmt::Display,
+) -> StoreError {
+    let key = match (tree, u64_value(key)) {
+        (Tree::CaseidCase, Some(id)) => CaseId(id).to_string(),
+        (Tree::EventidCaseevent, Some(id)) => format!("event {id}"),
+        _ => String::from_utf8_lossy(key).into_owned(),
+    };
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail: format!(
+            "tree `{}` key `{key}`: {detail}; run `engine store check` and restore the data dir from a backup",
+            tree.name()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn escaped_strings_sort_like_strings_and_never_prefix(a in ".{0,6}", b in ".{0,6}", x in any::<u8>()) {
+            let a = a.replace('z', "\u{0}").replace('y', "\u{1}");
+            let (mut ka, mut kb) = (Vec::new(), Vec::new());
+            push_str(&mut ka, &a);
+            push_str(&mut kb, &b);
+            prop_assert_eq!(a.as_bytes().cmp(b.as_bytes()), ka.cmp(&kb));
+            if a != b {
+                prop_assert!(!kb.starts_with(&ka));
+            }
+            let mut longer = ka.clone();
+            longer.push(x);
+            prop_assert!(longer.starts_with(&ka));
+        }
+    }
+
+    #[test]
+    fn prefix_end_bounds_the_prefix() {
+        assert_eq!(prefix_end(b"ab\0"), Some(b"ab\x01".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff]), None);
+        assert_eq!(prefix_end(&[]), None);
+    }
+}

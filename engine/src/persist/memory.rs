@@ -1,0 +1,155 @@
+//! `MemoryStore`: the case store in process memory, for tests and embedding. It keeps the
+//! same trees and keys as the sled store in `BTreeMap`s and shares its planner, so it
+//! behaves the same (indexes, outbox, idempotency), minus durability.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use super::keys::{self, Tree, TREE_COUNT};
+use super::ops::{self, KvIter, KvRead, WriteSet};
+use super::{CaseQuery, CaseRead, CaseWrite, StoreError, WriteMeta, WriteOutcome};
+use crate::cases::{Case, CaseChange, CaseEvent, CaseId, NewCase, Timestamp};
+
+struct MemKv {
+    trees: [BTreeMap<Vec<u8>, Vec<u8>>; TREE_COUNT],
+    path: PathBuf,
+}
+
+impl KvRead for MemKv {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.trees[tree.index()].get(key).cloned())
+    }
+
+    fn range(&self, tree: Tree, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, rev: bool) -> KvIter<'_> {
+        if keys::empty_bounds(&lo, &hi) {
+            return Box::new(std::iter::empty());
+        }
+        let r = self.trees[tree.index()]
+            .range((lo, hi))
+            .map(|(k, v)| Ok((k.clone(), v.clone())));
+        if rev {
+            Box::new(r.rev())
+        } else {
+            Box::new(r)
+        }
+    }
+}
+
+impl MemKv {
+    fn commit(&mut self, ws: WriteSet) {
+        for (tree, key, value) in ws.ops {
+            let t = &mut self.trees[tree.index()];
+            match value {
+                Some(v) => {
+                    t.insert(key, v);
+                }
+                None => {
+                    t.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// The case store in memory. Every write is atomic (one lock); nothing survives the
+/// process.
+pub struct MemoryStore {
+    kv: Mutex<MemKv>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        let mut kv = MemKv {
+            trees: Default::default(),
+            path: PathBuf::from("<memory>"),
+        };
+        // A fresh store has no schema version yet, so this only writes it.
+        if let Ok(ws) = ops::check_schema(&kv) {
+            kv.commit(ws);
+        }
+        MemoryStore { kv: Mutex::new(kv) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MemKv> {
+        // A panic in another thread cannot leave the maps half-written: `commit` does not
+        // fail midway, so the data behind a poisoned lock is still consistent.
+        self.kv.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs a planned write and commits it under one lock.
+    fn write<T>(
+        &self,
+        plan: impl FnOnce(&MemKv) -> Result<(WriteSet, T), StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut kv = self.lock();
+        let (ws, out) = plan(&kv)?;
+        kv.commit(ws);
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl CaseRead for MemoryStore {
+    async fn get(&self, id: CaseId) -> Result<Option<Case>, StoreError> {
+        ops::read_case(&*self.lock(), id)
+    }
+
+    async fn query(&self, query: &CaseQuery) -> Result<Vec<Case>, StoreError> {
+        ops::query(&*self.lock(), query)
+    }
+
+    async fn count(&self, query: &CaseQuery) -> Result<u64, StoreError> {
+        ops::count(&*self.lock(), query)
+    }
+
+    async fn pending_events(&self, limit: usize) -> Result<Vec<CaseEvent>, StoreError> {
+        ops::pending_events(&*self.lock(), limit)
+    }
+
+    async fn sla_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Case>, StoreError> {
+        ops::sla_due(&*self.lock(), now, limit)
+    }
+
+    async fn check(&self) -> Result<Vec<String>, StoreError> {
+        ops::check(&*self.lock())
+    }
+}
+
+#[async_trait]
+impl CaseWrite for MemoryStore {
+    async fn create(&self, new: NewCase, meta: &WriteMeta) -> Result<WriteOutcome, StoreError> {
+        self.write(|kv| ops::plan_create(kv, new, meta))
+    }
+
+    async fn update(
+        &self,
+        id: CaseId,
+        changes: Vec<CaseChange>,
+        meta: &WriteMeta,
+    ) -> Result<WriteOutcome, StoreError> {
+        self.write(|kv| ops::plan_update(kv, id, &changes, meta))
+    }
+
+    async fn ack_event(&self, event_id: u64) -> Result<bool, StoreError> {
+        self.write(|kv| ops::plan_ack(kv, event_id))
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,725 @@
+//! The store contract, run against every backend: each `check_*` function takes a
+//! `&dyn Store` and is called once per backend by the `backends!` macro below.
+
+use engine::cases::{
+    Actor, CaseChange, CaseEventKind, CaseId, CaseState, NewCase, NewObservable, ObservableType,
+    Severity, Timestamp,
+};
+use engine::persist::{
+    CaseQuery, CaseSort, Durability, MemoryStore, SledStore, Store, StoreError, WriteMeta,
+};
+use serde_json::json;
+
+fn t(ms: i64) -> Timestamp {
+    Timestamp::from_unix_millis(1_700_000_000_000 + ms).unwrap()
+}
+
+fn person(name: &str) -> Actor {
+    Actor::Person { name: name.into() }
+}
+
+fn meta(ms: i64) -> WriteMeta {
+    WriteMeta::new(person("ana"), t(ms))
+}
+
+fn playbook_meta(ms: i64, run: &str, step: &str) -> WriteMeta {
+    WriteMeta::new(
+        Actor::Playbook {
+            run_id: run.into(),
+            playbook: "phishing".into(),
+            step: step.into(),
+        },
+        t(ms),
+    )
+    .with_key(run, step)
+}
+
+fn new_case(title: &str, severity: Severity) -> NewCase {
+    NewCase::new(title, severity)
+}
+
+fn ids(cases: &[engine::cases::Case]) -> Vec<u64> {
+    cases.iter().map(|c| c.id.0).collect()
+}
+
+async fn check_create_and_get(s: &dyn Store) {
+    let mut n = new_case("Impossible travel", Severity::High);
+    n.observables = vec![NewObservable::new(ObservableType::User, " Alice ")];
+    let out = s.create(n, &meta(0)).await.unwrap();
+    assert!(out.created && !out.replayed);
+    assert_eq!(out.case.id, CaseId(1));
+    assert_eq!(out.case.id.to_string(), "CASE-000001");
+    assert_eq!(out.case.observables[0].value, "alice");
+    let second = s
+        .create(new_case("b", Severity::Low), &meta(1))
+        .await
+        .unwrap();
+    assert_eq!(second.case.id, CaseId(2));
+    let got = s.get(CaseId(1)).await.unwrap().unwrap();
+    assert_eq!(got, out.case);
+    assert_eq!(s.get(CaseId(99)).await.unwrap(), None);
+    let e = s
+        .update(
+            CaseId(99),
+            vec![CaseChange::AddComment("x".into())],
+            &meta(2),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NotFound(CaseId(99))), "{e}");
+    assert_eq!(e.to_string(), "CASE-000099 not found");
+    assert_eq!(s.count(&CaseQuery::all()).await.unwrap(), 2);
+    assert!(s.check().await.unwrap().is_empty());
+}
+
+async fn check_events_in_the_outbox(s: &dyn Store) {
+    let created = s
+        .create(new_case("phish", Severity::Medium), &meta(0))
+        .await
+        .unwrap();
+    let id = created.case.id;
+    let pending = s.pending_events(100).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].kind, CaseEventKind::Created);
+    assert_eq!(pending[0].case, created.case);
+    assert_eq!(pending[0].before, None);
+    assert_eq!(created.event_ids, [pending[0].id]);
+
+    let to_progress = s
+        .update(
+            id,
+            vec![CaseChange::SetState {
+                to: CaseState::InProgress,
+                reason: None,
+            }],
+            &meta(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(to_progress.events.len(), 1);
+    let ev = &to_progress.events[0];
+    assert_eq!(ev.kind, CaseEventKind::StateChanged);
+    assert_eq!(
+        (ev.from.as_deref(), ev.to.as_deref()),
+        (Some("new"), Some("in_progress"))
+    );
+    assert_eq!(ev.before.as_ref().unwrap().state, CaseState::New);
+    assert_eq!(ev.case.state, CaseState::InProgress);
+    let payload = ev.to_payload();
+    assert_eq!(payload["type"], json!("case.state_changed"));
+    assert_eq!(payload["from"], json!("new"));
+    assert_eq!(payload["to"], json!("in_progress"));
+    assert_eq!(payload["case"]["id"], json!("CASE-000001"));
+    assert_eq!(payload["before"]["state"], json!("new"));
+    assert_eq!(payload["actor"], json!({"type": "person", "name": "ana"}));
+
+    // One update with several changes commits one event per kind, together.
+    let out = s
+        .update(
+            id,
+            vec![
+                CaseChange::Assign(Some("bob".into())),
+                CaseChange::SetSeverity(Severity::Critical),
+                CaseChange::AddComment("escalating".into()),
+                CaseChange::AddObservables(vec![NewObservable::new(
+                    ObservableType::Ip,
+                    "10.0.0.1",
+                )]),
+            ],
+            &meta(20),
+        )
+        .await
+        .unwrap();
+    let kinds: Vec<_> = out.events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            CaseEventKind::Assigned,
+            CaseEventKind::SeverityChanged,
+            CaseEventKind::Updated
+        ]
+    );
+    assert_eq!(
+        (out.events[0].from.as_deref(), out.events[0].to.as_deref()),
+        (None, Some("bob"))
+    );
+    assert_eq!(
+        (out.events[1].from.as_deref(), out.events[1].to.as_deref()),
+        (Some("medium"), Some("critical"))
+    );
+    let pending = s.pending_events(100).await.unwrap();
+    assert_eq!(pending.len(), 5);
+    let ids: Vec<u64> = pending.iter().map(|e| e.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert_eq!(pending[2..], out.events[..]);
+
+    // A no-op emits nothing and does not touch updated_at.
+    let noop = s
+        .update(id, vec![CaseChange::Assign(Some("bob".into()))], &meta(30))
+        .await
+        .unwrap();
+    assert!(noop.events.is_empty());
+    assert_eq!(noop.case.updated_at, t(20));
+    assert_eq!(s.pending_events(100).await.unwrap().len(), 5);
+
+    // Delivered events leave the outbox.
+    assert!(s.ack_event(pending[0].id).await.unwrap());
+    assert!(!s.ack_event(pending[0].id).await.unwrap());
+    let rest = s.pending_events(100).await.unwrap();
+    assert_eq!(rest.len(), 4);
+    assert_eq!(rest[0].id, pending[1].id);
+    assert_eq!(s.pending_events(2).await.unwrap().len(), 2);
+    assert!(s.check().await.unwrap().is_empty());
+}
+
+async fn check_rejected_changes_change_nothing(s: &dyn Store) {
+    let id = s
+        .create(new_case("x", Severity::Low), &meta(0))
+        .await
+        .unwrap()
+        .case
+        .id;
+    let before = s.get(id).await.unwrap().unwrap();
+    let events_before = s.pending_events(100).await.unwrap();
+    let e = s
+        .update(
+            id,
+            vec![
+                CaseChange::AddComment("first".into()),
+                CaseChange::SetState {
+                    to: CaseState::Resolved,
+                    reason: Some("fp".into()),
+                },
+                CaseChange::SetState {
+                    to: CaseState::OnHold,
+                    reason: None,
+                },
+            ],
+            &meta(1),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StoreError::InvalidTransition {
+                from: CaseState::Resolved,
+                to: CaseState::OnHold,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with("cannot move CASE-000001 from `resolved` to `on_hold`"),
+        "{e}"
+    );
+    let e = s
+        .update(
+            id,
+            vec![CaseChange::SetState {
+                to: CaseState::Closed,
+                reason: None,
+            }],
+            &meta(1),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "moving CASE-000001 to `closed` needs a resolution reason"
+    );
+    let e = s
+        .update(
+            id,
+            vec![CaseChange::AddObservables(vec![NewObservable::new(
+                ObservableType::Ip,
+                "1.2.3.4.5",
+            )])],
+            &meta(1),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Invalid(_)), "{e}");
+    assert_eq!(s.get(id).await.unwrap().unwrap(), before);
+    assert_eq!(s.pending_events(100).await.unwrap(), events_before);
+    let e = s
+        .query(&CaseQuery::by_observable(ObservableType::Ip, "nope", 1))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("invalid ip observable `nope`"),
+        "{e}"
+    );
+}
+
+/// Severity, assignee, tags, observables.
+type Spec = (
+    Severity,
+    Option<&'static str>,
+    &'static [&'static str],
+    &'static [(ObservableType, &'static str)],
+);
+
+/// Eight cases created 10 ms apart with varied attributes.
+async fn seed(s: &dyn Store) {
+    let specs: [Spec; 8] = [
+        (
+            Severity::Low,
+            Some("bob"),
+            &["okta"],
+            &[(ObservableType::Ip, "10.0.0.1")],
+        ),
+        (
+            Severity::High,
+            None,
+            &["okta", "vip"],
+            &[(ObservableType::Ip, "2001:db8::1")],
+        ),
+        (
+            Severity::Critical,
+            Some("bob"),
+            &[],
+            &[(ObservableType::User, "alice")],
+        ),
+        (
+            Severity::Medium,
+            Some("eve"),
+            &["vip"],
+            &[(ObservableType::Ip, "10.0.0.1")],
+        ),
+        (
+            Severity::High,
+            Some("bob"),
+            &["okta"],
+            &[(ObservableType::Ip, "2001:DB8:0::1")],
+        ),
+        (Severity::Informational, None, &[], &[]),
+        (
+            Severity::Critical,
+            None,
+            &["vip"],
+            &[(ObservableType::Domain, "evil.com")],
+        ),
+        (
+            Severity::Low,
+            Some("eve"),
+            &["okta"],
+            &[(ObservableType::Ip, "2001:db8::1")],
+        ),
+    ];
+    for (i, (sev, who, tags, obs)) in specs.iter().enumerate() {
+        let mut n = new_case(&format!("case {i}"), *sev);
+        n.assignee = who.map(str::to_string);
+        n.tags = tags.iter().map(|t| t.to_string()).collect();
+        n.observables = obs
+            .iter()
+            .map(|(k, v)| NewObservable::new(*k, *v))
+            .collect();
+        s.create(n, &meta(i as i64 * 10)).await.unwrap();
+    }
+    // Case 2 in progress, case 4 on hold, case 6 resolved; case 1 updated last.
+    let set = |to| CaseChange::SetState {
+        to,
+        reason: Some("done".into()),
+    };
+    s.update(CaseId(2), vec![set(CaseState::InProgress)], &meta(100))
+        .await
+        .unwrap();
+    s.update(CaseId(4), vec![set(CaseState::OnHold)], &meta(110))
+        .await
+        .unwrap();
+    s.update(CaseId(6), vec![set(CaseState::Resolved)], &meta(120))
+        .await
+        .unwrap();
+    s.update(
+        CaseId(1),
+        vec![CaseChange::AddComment("late".into())],
+        &meta(130),
+    )
+    .await
+    .unwrap();
+}
+
+async fn check_queries(s: &dyn Store) {
+    seed(s).await;
+    let q = |f: fn(&mut CaseQuery)| {
+        let mut q = CaseQuery::all();
+        f(&mut q);
+        q
+    };
+    let run = |q: CaseQuery| async move { ids(&s.query(&q).await.unwrap()) };
+
+    // By observable, normalised, newest first by default.
+    assert_eq!(
+        run(q(
+            |q| q.observable = Some((ObservableType::Ip, "2001:DB8::1".into()))
+        ))
+        .await,
+        [8, 5, 2]
+    );
+    assert_eq!(
+        run(CaseQuery::by_observable(
+            ObservableType::Ip,
+            "[2001:db8::1]",
+            1
+        ))
+        .await,
+        [8]
+    );
+    assert_eq!(
+        run(q(|q| {
+            q.observable = Some((ObservableType::Ip, "2001:db8::1".into()));
+            q.sort = CaseSort::CreatedAtAsc;
+            q.limit = 2;
+        }))
+        .await,
+        [2, 5]
+    );
+    assert_eq!(
+        run(q(
+            |q| q.observable = Some((ObservableType::User, "ALICE".into()))
+        ))
+        .await,
+        [3]
+    );
+    assert_eq!(
+        run(q(
+            |q| q.observable = Some((ObservableType::Ip, "10.9.9.9".into()))
+        ))
+        .await,
+        Vec::<u64>::new()
+    );
+    // By assignee, tag, state(s), severity.
+    assert_eq!(run(q(|q| q.assignee = Some("bob".into()))).await, [5, 3, 1]);
+    assert_eq!(run(q(|q| q.tag = Some("vip".into()))).await, [7, 4, 2]);
+    assert_eq!(
+        run(q(|q| q.states = vec![CaseState::New])).await,
+        [8, 7, 5, 3, 1]
+    );
+    assert_eq!(
+        run(q(
+            |q| q.states = vec![CaseState::OnHold, CaseState::InProgress]
+        ))
+        .await,
+        [4, 2]
+    );
+    assert_eq!(
+        run(q(|q| {
+            q.states = vec![CaseState::New, CaseState::Resolved, CaseState::InProgress];
+            q.sort = CaseSort::CreatedAtAsc;
+        }))
+        .await,
+        [1, 2, 3, 5, 6, 7, 8]
+    );
+    assert_eq!(run(CaseQuery::open()).await, [8, 7, 5, 4, 3, 2, 1]);
+    assert_eq!(
+        run(q(|q| q.severity = Some(Severity::Critical))).await,
+        [7, 3]
+    );
+    // Combined criteria are filtered after the most selective index.
+    assert_eq!(
+        run(q(|q| {
+            q.assignee = Some("bob".into());
+            q.tag = Some("okta".into());
+            q.severity = Some(Severity::High);
+        }))
+        .await,
+        [5]
+    );
+    assert_eq!(
+        run(q(|q| {
+            q.tag = Some("okta".into());
+            q.states = vec![CaseState::New];
+        }))
+        .await,
+        [8, 5, 1]
+    );
+    // Time range: after inclusive, before exclusive.
+    assert_eq!(
+        run(q(|q| {
+            q.created_after = Some(t(20));
+            q.created_before = Some(t(50));
+        }))
+        .await,
+        [5, 4, 3]
+    );
+    assert_eq!(
+        run(q(|q| {
+            q.tag = Some("okta".into());
+            q.created_after = Some(t(10));
+            q.created_before = Some(t(70));
+            q.sort = CaseSort::CreatedAtAsc;
+        }))
+        .await,
+        [2, 5]
+    );
+    assert_eq!(
+        run(q(|q| {
+            q.created_after = Some(t(50));
+            q.created_before = Some(t(10));
+        }))
+        .await,
+        Vec::<u64>::new()
+    );
+    // Sorts and limits.
+    assert_eq!(run(q(|q| q.limit = 3)).await, [8, 7, 6]);
+    assert_eq!(
+        run(q(|q| {
+            q.sort = CaseSort::CreatedAtAsc;
+            q.limit = 2;
+        }))
+        .await,
+        [1, 2]
+    );
+    assert_eq!(
+        run(q(|q| q.sort = CaseSort::UpdatedAtDesc)).await,
+        [1, 6, 4, 2, 8, 7, 5, 3]
+    );
+    assert_eq!(
+        run(q(|q| {
+            q.sort = CaseSort::UpdatedAtAsc;
+            q.limit = 2;
+        }))
+        .await,
+        [3, 5]
+    );
+    assert_eq!(
+        run(q(|q| q.sort = CaseSort::SeverityDesc)).await,
+        [7, 3, 5, 2, 4, 8, 1, 6]
+    );
+    assert_eq!(
+        run(q(|q| q.sort = CaseSort::SeverityAsc)).await,
+        [6, 1, 8, 4, 2, 5, 3, 7]
+    );
+    assert_eq!(
+        run(q(|q| {
+            q.tag = Some("okta".into());
+            q.sort = CaseSort::SeverityDesc;
+        }))
+        .await,
+        [5, 2, 8, 1]
+    );
+    assert_eq!(
+        run(q(|q| {
+            q.assignee = Some("bob".into());
+            q.sort = CaseSort::UpdatedAtDesc;
+            q.limit = 1;
+        }))
+        .await,
+        [1]
+    );
+    assert_eq!(
+        run(q(|q| {
+            q.severity = Some(Severity::High);
+            q.sort = CaseSort::SeverityAsc;
+        }))
+        .await,
+        [2, 5]
+    );
+    assert_eq!(run(q(|q| q.limit = 0)).await, Vec::<u64>::new());
+    assert_eq!(
+        s.count(&q(|q| {
+            q.tag = Some("okta".into());
+            q.limit = 1;
+        }))
+        .await
+        .unwrap(),
+        4
+    );
+    // Reassigning moves index entries.
+    s.update(
+        CaseId(3),
+        vec![CaseChange::Assign(Some("eve".into()))],
+        &meta(200),
+    )
+    .await
+    .unwrap();
+    assert_eq!(run(q(|q| q.assignee = Some("bob".into()))).await, [5, 1]);
+    assert_eq!(run(q(|q| q.assignee = Some("eve".into()))).await, [8, 4, 3]);
+    assert!(s.check().await.unwrap().is_empty());
+}
+
+async fn check_dedup_key(s: &dyn Store) {
+    let mut n = new_case("brute force on alice", Severity::Medium);
+    n.dedup_key = Some("bruteforce:alice".into());
+    let first = s.create(n.clone(), &meta(0)).await.unwrap();
+    assert!(first.created);
+    let again = s.create(n.clone(), &meta(1)).await.unwrap();
+    assert!(!again.created && !again.replayed);
+    assert_eq!(again.case.id, first.case.id);
+    assert!(again.events.is_empty());
+    assert_eq!(s.pending_events(100).await.unwrap().len(), 1);
+    // Another key is another case.
+    let mut other = n.clone();
+    other.dedup_key = Some("bruteforce:bob".into());
+    assert!(s.create(other, &meta(2)).await.unwrap().created);
+    // Once the case is resolved, the key opens a new case.
+    s.update(
+        first.case.id,
+        vec![CaseChange::SetState {
+            to: CaseState::Resolved,
+            reason: Some("blocked".into()),
+        }],
+        &meta(3),
+    )
+    .await
+    .unwrap();
+    let third = s.create(n.clone(), &meta(4)).await.unwrap();
+    assert!(third.created);
+    assert_ne!(third.case.id, first.case.id);
+    assert_eq!(s.create(n, &meta(5)).await.unwrap().case.id, third.case.id);
+    assert!(s.check().await.unwrap().is_empty());
+}
+
+async fn check_idempotency_key(s: &dyn Store) {
+    let first = s
+        .create(
+            new_case("from a step", Severity::Low),
+            &playbook_meta(0, "run-1", "open_case"),
+        )
+        .await
+        .unwrap();
+    assert!(first.created && !first.replayed);
+    let again = s
+        .create(
+            new_case("from a step", Severity::Low),
+            &playbook_meta(5, "run-1", "open_case"),
+        )
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert!(again.created, "the replay reports what the first call did");
+    assert_eq!(again.case, first.case);
+    assert_eq!(again.event_ids, first.event_ids);
+    assert_eq!(s.count(&CaseQuery::all()).await.unwrap(), 1);
+
+    let id = first.case.id;
+    let change = || vec![CaseChange::AddComment("enriched".into())];
+    let u1 = s
+        .update(id, change(), &playbook_meta(10, "run-1", "comment"))
+        .await
+        .unwrap();
+    let u2 = s
+        .update(id, change(), &playbook_meta(11, "run-1", "comment"))
+        .await
+        .unwrap();
+    assert!(!u1.replayed && u2.replayed);
+    assert_eq!(u2.case, u1.case);
+    assert_eq!(s.get(id).await.unwrap().unwrap().comments.len(), 1);
+    assert_eq!(s.pending_events(100).await.unwrap().len(), 2);
+    // Another step of the same run is a different key.
+    let u3 = s
+        .update(id, change(), &playbook_meta(12, "run-1", "comment2"))
+        .await
+        .unwrap();
+    assert!(!u3.replayed);
+    assert_eq!(u3.case.comments.len(), 2);
+    // Reusing a key for another case is refused.
+    let other = s
+        .create(new_case("other", Severity::Low), &meta(13))
+        .await
+        .unwrap()
+        .case
+        .id;
+    let e = s
+        .update(other, change(), &playbook_meta(14, "run-1", "comment"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::IdempotencyConflict { .. }), "{e}");
+    // A failed change records nothing: the retry can succeed.
+    let bad = s
+        .update(
+            id,
+            vec![CaseChange::SetState {
+                to: CaseState::Resolved,
+                reason: None,
+            }],
+            &playbook_meta(15, "run-1", "resolve"),
+        )
+        .await;
+    assert!(bad.is_err());
+    let ok = s
+        .update(
+            id,
+            vec![CaseChange::SetState {
+                to: CaseState::Resolved,
+                reason: Some("fp".into()),
+            }],
+            &playbook_meta(16, "run-1", "resolve"),
+        )
+        .await
+        .unwrap();
+    assert!(!ok.replayed);
+    assert!(s.check().await.unwrap().is_empty());
+}
+
+async fn check_sla_due(s: &dyn Store) {
+    let mut due = new_case("due", Severity::High);
+    due.sla_policy = Some("p1".into());
+    due.sla_due_at = Some(t(100));
+    let a = s.create(due.clone(), &meta(0)).await.unwrap().case.id;
+    due.sla_due_at = Some(t(50));
+    let b = s.create(due.clone(), &meta(1)).await.unwrap().case.id;
+    due.sla_due_at = Some(t(1000));
+    s.create(due, &meta(2)).await.unwrap();
+    s.create(new_case("no sla", Severity::Low), &meta(3))
+        .await
+        .unwrap();
+    assert_eq!(ids(&s.sla_due(t(100), 10).await.unwrap()), [b.0, a.0]);
+    assert_eq!(ids(&s.sla_due(t(99), 10).await.unwrap()), [b.0]);
+    let out = s
+        .update(b, vec![CaseChange::MarkSlaBreached], &meta(101))
+        .await
+        .unwrap();
+    assert_eq!(out.events[0].kind, CaseEventKind::SlaBreached);
+    s.update(
+        a,
+        vec![CaseChange::SetState {
+            to: CaseState::Closed,
+            reason: Some("dup".into()),
+        }],
+        &meta(102),
+    )
+    .await
+    .unwrap();
+    assert!(s.sla_due(t(500), 10).await.unwrap().is_empty());
+    assert!(s.check().await.unwrap().is_empty());
+}
+
+macro_rules! backends {
+    ($($check:ident),+ $(,)?) => {
+        mod memory {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let s = MemoryStore::new();
+                    super::$check(&s).await;
+                }
+            )+
+        }
+        mod sled {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let s = SledStore::open_with(dir.path(), Durability::Strict).unwrap();
+                    super::$check(&s).await;
+                }
+            )+
+        }
+    };
+}
+
+backends!(
+    check_create_and_get,
+    check_events_in_the_outbox,
+    check_rejected_changes_change_nothing,
+    check_queries,
+    check_dedup_key,
+    check_idempotency_key,
+    check_sla_due,
+);

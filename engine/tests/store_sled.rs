@@ -1,0 +1,248 @@
+//! sled-only behaviour: reopening from disk, corrupt and newer stores, and the query
+//! scaling measurement (`--ignored`).
+
+use std::time::Instant;
+
+use engine::cases::{
+    Actor, CaseChange, CaseId, CaseState, NewCase, NewObservable, ObservableType, Severity,
+    Timestamp,
+};
+use engine::persist::{
+    CaseQuery, CaseRead, CaseWrite, Durability, SledStore, StoreError, WriteMeta,
+};
+
+fn meta(ms: i64) -> WriteMeta {
+    WriteMeta::new(
+        Actor::Person { name: "ana".into() },
+        Timestamp::from_unix_millis(1_700_000_000_000 + ms).unwrap(),
+    )
+}
+
+fn case_with_ip(i: u64) -> NewCase {
+    let mut n = NewCase::new(format!("case {i}"), Severity::Medium);
+    n.observables = vec![NewObservable::new(
+        ObservableType::Ip,
+        format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255),
+    )];
+    n.tags = [format!("batch-{}", i % 10)].into();
+    n
+}
+
+#[tokio::test]
+async fn reopened_store_has_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        s.create(case_with_ip(1), &meta(0)).await.unwrap();
+        s.create(case_with_ip(2), &meta(1)).await.unwrap();
+        s.update(
+            CaseId(2),
+            vec![CaseChange::SetState {
+                to: CaseState::InProgress,
+                reason: None,
+            }],
+            &meta(2),
+        )
+        .await
+        .unwrap();
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    assert_eq!(
+        s.get(CaseId(2)).await.unwrap().unwrap().state,
+        CaseState::InProgress
+    );
+    let found = s
+        .query(&CaseQuery::by_observable(ObservableType::Ip, "10.0.0.1", 5))
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, CaseId(1));
+    assert_eq!(s.pending_events(10).await.unwrap().len(), 3);
+    // Counters survive: the next case continues the sequence.
+    let third = s.create(case_with_ip(3), &meta(3)).await.unwrap();
+    assert_eq!(third.case.id, CaseId(3));
+    assert_eq!(third.event_ids, [4]);
+    assert!(s.check().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn garbage_in_a_case_record_is_a_corrupt_error() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        s.create(case_with_ip(1), &meta(0)).await.unwrap();
+    }
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let t = db.open_tree("caseid_case").unwrap();
+        t.insert(1u64.to_be_bytes(), &b"{not json"[..]).unwrap();
+        db.flush().unwrap();
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    let e = s.get(CaseId(1)).await.unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{msg}");
+    assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+    assert!(
+        msg.contains("tree `caseid_case` key `CASE-000001`: bad case JSON"),
+        "{msg}"
+    );
+    assert!(msg.contains("engine store check"), "{msg}");
+    let e = s.query(&CaseQuery::all()).await.unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+    let e = s
+        .update(
+            CaseId(1),
+            vec![CaseChange::AddComment("x".into())],
+            &meta(1),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+    let problems = s.check().await.unwrap();
+    assert!(
+        problems.iter().any(|p| p.contains("bad case JSON")),
+        "{problems:?}"
+    );
+}
+
+#[tokio::test]
+async fn check_finds_stale_and_missing_index_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        s.create(case_with_ip(1), &meta(0)).await.unwrap();
+    }
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let tags = db.open_tree("tag_caseid").unwrap();
+        let (k, _) = tags.first().unwrap().unwrap();
+        tags.remove(k).unwrap();
+        db.open_tree("assignee_caseid")
+            .unwrap()
+            .insert(b"ghost\0xxxxxxxx\0\0\0\0\0\0\0\x09", &b""[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    let problems = s.check().await.unwrap();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p == "tree `tag_caseid`: entry for CASE-000001: missing"),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p == "tree `assignee_caseid`: entry for CASE-000009: stale, no case has it"),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn newer_schema_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SledStore::open(dir.path()).unwrap());
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema_version", &2u32.to_be_bytes()[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let e = SledStore::open(dir.path()).err().unwrap();
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("schema version 2 is newer than this engine supports (1)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unopenable_path_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"hello").unwrap();
+    let e = SledStore::open(&file).err().unwrap();
+    assert!(e.to_string().contains("not-a-dir"), "{e}");
+}
+
+#[test]
+fn a_locked_data_dir_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = SledStore::open(dir.path()).unwrap();
+    match SledStore::open(dir.path()) {
+        // sled locks the directory per process; within one process a second open may
+        // succeed on some platforms, so only check the message when it fails.
+        Ok(_) => {}
+        Err(e) => assert!(
+            e.to_string().contains(&dir.path().display().to_string()),
+            "{e}"
+        ),
+    }
+}
+
+/// Prints µs per `query(observable, limit 1)` at 10k and 100k cases. Run with
+/// `cargo test --release -p caseflow-engine --test store_sled -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn store_query_scaling() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStore::open_with(dir.path(), Durability::Relaxed).unwrap();
+    let mut loaded = 0u64;
+    for target in [10_000u64, 100_000] {
+        let start = loaded;
+        let t0 = Instant::now();
+        while loaded < target {
+            loaded += 1;
+            s.create(case_with_ip(loaded), &meta(loaded as i64))
+                .await
+                .unwrap();
+            if loaded % 5_000 == 0 {
+                // Drain the outbox as a dispatcher would, in batches.
+                for e in s.pending_events(10_000).await.unwrap() {
+                    s.ack_event(e.id).await.unwrap();
+                }
+            }
+        }
+        s.flush().await.unwrap();
+        let load = t0.elapsed();
+        let queries = 2_000u64;
+        let ip_of = |i: u64| {
+            let n = 1 + (i * 7919) % target;
+            format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255)
+        };
+        // First pass: each query reads a case not read before (cold pages); second pass:
+        // the same queries again (warm), which isolates index cost from page-in cost.
+        let mut per_pass = Vec::new();
+        for _pass in 0..2 {
+            let t1 = Instant::now();
+            for i in 0..queries {
+                let q = CaseQuery::by_observable(ObservableType::Ip, ip_of(i), 1);
+                assert_eq!(s.query(&q).await.unwrap().len(), 1);
+            }
+            per_pass.push(t1.elapsed().as_secs_f64() * 1e6 / queries as f64);
+        }
+        let per = format!("cold {:.1} µs, warm {:.1} µs", per_pass[0], per_pass[1]);
+        // A tag query with limit 1 over 1/10 of all cases, for contrast.
+        let t2 = Instant::now();
+        for i in 0..queries {
+            let q = CaseQuery {
+                tag: Some(format!("batch-{}", i % 10)),
+                limit: 1,
+                ..Default::default()
+            };
+            assert_eq!(s.query(&q).await.unwrap().len(), 1);
+        }
+        let per_tag = t2.elapsed().as_secs_f64() * 1e6 / queries as f64;
+        println!(
+            "cases={target:>7} load={:.1}s ({:.0} µs/create) query(observable, limit 1): {per};  query(tag, limit 1)={per_tag:.1} µs",
+            load.as_secs_f64(),
+            load.as_secs_f64() * 1e6 / (target - start) as f64,
+        );
+    }
+}
