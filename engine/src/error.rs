@@ -220,6 +220,9 @@ pub enum Error {
     /// A configuration problem.
     #[error("invalid config: {0}")]
     Config(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::persist::StoreError),
     /// Anything else the runtime reports.
     #[error("{0}")]
     Runtime(String),

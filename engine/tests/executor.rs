@@ -107,6 +107,7 @@ async fn run(yaml: &str, event: Value) -> (RunReport, Flaky) {
         trigger: "test".into(),
         event,
         case: None,
+        depth: 0,
     };
     let services = Services::new().with_seed(7);
     (execute(p, input, Arc::new(services)).await, flaky)

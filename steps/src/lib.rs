@@ -3,6 +3,7 @@
 //! `register_builtin` is the one place that lists them. The case, Okta, enrichment and
 //! notification steps join this list as they are built; the engine itself knows none of them.
 
+pub mod cases;
 pub mod log;
 pub mod set;
 
@@ -10,5 +11,14 @@ use engine::Registry;
 
 /// Register every built-in step type.
 pub fn register_builtin(registry: &mut Registry) {
-    registry.register(log::Log).register(set::Set);
+    registry
+        .register(log::Log)
+        .register(set::Set)
+        .register(cases::query::Query)
+        .register(cases::create::Create)
+        .register(cases::update::Update)
+        .register(cases::set_severity::SetSeverity)
+        .register(cases::set_sla::SetSla)
+        .register(cases::set_state::SetState)
+        .register(cases::assign::Assign);
 }

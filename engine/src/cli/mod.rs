@@ -1,5 +1,6 @@
 //! The `engine` command line. The binary's `main` builds a registry and calls [`main`].
 
+mod cases;
 mod events;
 mod graph;
 mod output;
@@ -66,10 +67,73 @@ enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
         format: GraphFormat,
     },
+    /// Look at cases and change them as a person.
+    Cases {
+        #[command(subcommand)]
+        command: CasesCommand,
+    },
     /// Print the JSON Schema of the playbook format.
     Schema,
     /// List the step types with their inputs and an example each.
     Steps {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CasesCommand {
+    /// List cases, newest first.
+    List {
+        #[arg(long)]
+        state: Vec<String>,
+        #[arg(long)]
+        severity: Option<String>,
+        #[arg(long)]
+        assignee: Option<String>,
+        #[arg(long)]
+        tag: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long, default_value = ".caseflow")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one case with its observables and timeline.
+    Show {
+        id: String,
+        #[arg(long, default_value = ".caseflow")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a case as a person; the playbooks given see the same case events a
+    /// playbook's change would cause.
+    Update {
+        id: String,
+        /// New state (`new`, `in_progress`, `on_hold`, `resolved`, `closed`).
+        #[arg(long)]
+        state: Option<String>,
+        /// Resolution reason (required to resolve or close).
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        assignee: Option<String>,
+        #[arg(long)]
+        severity: Option<String>,
+        #[arg(long)]
+        comment: Option<String>,
+        /// Who makes the change (default: $USER).
+        #[arg(long = "as")]
+        actor: Option<String>,
+        /// Playbooks whose case triggers fire.
+        #[arg(long, num_args = 1..)]
+        playbooks: Vec<PathBuf>,
+        #[arg(long, default_value = ".caseflow")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -98,6 +162,21 @@ pub fn main(registry: Registry) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+/// Open (or create) the sled store under `dir`.
+fn open_store(dir: &std::path::Path) -> Result<std::sync::Arc<dyn crate::persist::Store>, String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create data dir `{}`: {e}", dir.display()))?;
+    let store = crate::persist::SledStore::open(dir).map_err(|e| e.to_string())?;
+    Ok(std::sync::Arc::new(store))
 }
 
 fn init_tracing() {
@@ -182,6 +261,7 @@ fn run(cli: Cli, registry: Registry) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Cases { command } => cases::run(command, registry),
         Command::Schema => {
             let schema = crate::schema::playbook_schema(&registry);
             println!(
@@ -198,7 +278,7 @@ fn run(cli: Cli, registry: Registry) -> Result<ExitCode, String> {
             paths,
             event,
             source,
-            data_dir: _,
+            data_dir,
             config,
             seed,
             json,
@@ -217,27 +297,32 @@ fn run(cli: Cli, registry: Registry) -> Result<ExitCode, String> {
                 }
                 all
             };
-            let mut services = Services::default();
-            services.config = std::sync::Arc::new(config);
+            let store = open_store(&data_dir)?;
+            let mut services = Services::new()
+                .with_config(config)
+                .with_store(store.clone());
             services.seed = seed;
             let engine = Engine::new(bundle, services);
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("cannot start the runtime: {e}"))?;
+            let rt = runtime()?;
+            let started = crate::cases::Timestamp::now();
             let mut reports = Vec::new();
             for (label, ev) in events {
-                let runs = rt.block_on(engine.dispatch(&source, ev.clone(), None));
+                let runs = rt
+                    .block_on(engine.handle(&source, ev.clone()))
+                    .map_err(|e| e.to_string())?;
                 reports.push(output::EventRuns {
                     label,
                     event: ev,
                     runs,
                 });
             }
+            let cases = rt
+                .block_on(cases::changed_since(store.as_ref(), started))
+                .map_err(|e| e.to_string())?;
             if json {
-                output::run_json(&reports);
+                output::run_json(&reports, &cases);
             } else {
-                output::run_summary(&reports);
+                output::run_summary(&reports, &cases);
             }
             let ok = reports
                 .iter()

@@ -2,6 +2,7 @@
 
 use serde_json::{json, Value};
 
+use crate::cases::Case;
 use crate::report::{RunReport, RunStatus};
 use crate::schedule::ready::Status;
 use crate::step::Registry;
@@ -12,13 +13,13 @@ pub struct EventRuns {
     pub runs: Vec<RunReport>,
 }
 
-pub fn run_json(events: &[EventRuns]) {
+pub fn run_json(events: &[EventRuns], cases: &[Case]) {
     let runs: Vec<&RunReport> = events.iter().flat_map(|e| e.runs.iter()).collect();
-    let out = json!({ "runs": runs, "cases": [], "notifications": [] });
+    let out = json!({ "runs": runs, "cases": cases, "notifications": [] });
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
 }
 
-pub fn run_summary(events: &[EventRuns]) {
+pub fn run_summary(events: &[EventRuns], cases: &[Case]) {
     let mut total = 0;
     let mut failed = 0;
     for e in events {
@@ -72,7 +73,56 @@ pub fn run_summary(events: &[EventRuns]) {
             }
         }
     }
-    println!("{} event(s), {total} run(s), {failed} failed", events.len());
+    if !cases.is_empty() {
+        println!("cases changed:");
+        for c in cases {
+            case_line(c);
+        }
+    }
+    println!(
+        "{} event(s), {total} run(s), {failed} failed, {} case(s) changed",
+        events.len(),
+        cases.len()
+    );
+}
+
+/// One case in a few lines: id, severity, state, assignee, SLA, title, observables.
+pub fn case_line(c: &Case) {
+    let assignee = c.assignee.as_deref().unwrap_or("unassigned");
+    let sla = match &c.sla.due_at {
+        Some(d) if c.sla.breached => format!("SLA BREACHED (due {d})"),
+        Some(d) => format!("SLA due {d}"),
+        None => "no SLA".to_string(),
+    };
+    println!(
+        "  {}  {:<13} {:<11} {assignee}  {sla}",
+        c.id,
+        c.severity.as_str(),
+        c.state.as_str()
+    );
+    println!("      {}", c.title);
+    let obs = super::cases::observables(c);
+    if !obs.is_empty() {
+        println!("      observables: {}", obs.join(", "));
+    }
+    if let Some(r) = &c.resolution {
+        println!("      resolution: {r}");
+    }
+}
+
+/// A case with its timeline.
+pub fn case_detail(c: &Case) {
+    case_line(c);
+    if !c.tags.is_empty() {
+        println!(
+            "      tags: {}",
+            c.tags.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    println!("      timeline:");
+    for t in &c.timeline {
+        println!("        {}  {}  {} ({})", t.at, t.kind, t.message, t.actor);
+    }
 }
 
 pub fn steps(registry: &Registry, as_json: bool) {

@@ -31,6 +31,9 @@ pub struct RunInput {
     pub event: Value,
     /// The case the event is about, for case events.
     pub case: Option<Value>,
+    /// How many runs led to this one: 0 for an outside event, parent + 1 for a case event
+    /// caused by a run.
+    pub depth: u32,
 }
 
 /// The scheduler's view of a plan.
@@ -128,7 +131,9 @@ async fn run(plan: Arc<Plan>, input: RunInput, services: Arc<Services>) -> RunRe
     base.insert("secrets", MjValue::from_serialize(&secrets));
     base.insert(
         "run",
-        MjValue::from_serialize(serde_json::json!({"id": input.run_id, "playbook": plan.name})),
+        MjValue::from_serialize(
+            serde_json::json!({"id": input.run_id, "playbook": plan.name, "depth": input.depth}),
+        ),
     );
 
     let mut running: JoinSet<Outcome> = JoinSet::new();

@@ -19,6 +19,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::cases::{Actor, Timestamp};
+use crate::persist::{IdempotencyKey, Store, WriteMeta};
+
 /// What kind of failure a step had; decides whether `retry` tries again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -190,10 +193,12 @@ impl Clock for SystemClock {
     }
 }
 
-/// Shared services for steps: typed clients (store, HTTP, ...), config, clock, seed.
+/// Shared services for steps: the case store, typed clients (HTTP, ...), config, clock, seed.
 #[derive(Clone)]
 pub struct Services {
     extensions: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    /// The case store; `None` for bundles that never touch cases.
+    pub store: Option<Arc<dyn Store>>,
     /// The configuration file, as JSON (secrets already substituted).
     pub config: Arc<Value>,
     pub clock: Arc<dyn Clock>,
@@ -205,6 +210,7 @@ impl Default for Services {
     fn default() -> Self {
         Services {
             extensions: HashMap::new(),
+            store: None,
             config: Arc::new(Value::Object(Default::default())),
             clock: Arc::new(SystemClock),
             seed: None,
@@ -222,6 +228,10 @@ impl Services {
     }
     pub fn with_config(mut self, config: Value) -> Self {
         self.config = Arc::new(config);
+        self
+    }
+    pub fn with_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
         self
     }
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
@@ -284,5 +294,48 @@ impl StepContext {
 
     pub fn service<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
         self.services.get::<T>()
+    }
+
+    /// The case store, or a permanent error when the engine runs without one.
+    pub fn store(&self) -> Result<Arc<dyn Store>, StepError> {
+        self.services
+            .store
+            .clone()
+            .ok_or_else(|| StepError::permanent("this engine has no case store"))
+    }
+
+    /// The current time as a case timestamp.
+    pub fn timestamp(&self) -> Timestamp {
+        let ms = self
+            .now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Timestamp::from_unix_millis(ms).unwrap_or_else(|_| Timestamp::now())
+    }
+
+    /// This step of this run, as the actor of case changes.
+    pub fn actor(&self) -> Actor {
+        Actor::Playbook {
+            run_id: self.run_id.clone(),
+            playbook: self.playbook.clone(),
+            step: self.step.clone(),
+        }
+    }
+
+    /// Who, when, and the idempotency key of a case change made by this step: a retried
+    /// attempt, or a resumed run, replays the committed result instead of changing twice.
+    pub fn write_meta(&self) -> WriteMeta {
+        WriteMeta {
+            actor: self.actor(),
+            at: self.timestamp(),
+            idempotency: Some(IdempotencyKey {
+                run_id: self.run_id.clone(),
+                step_id: match self.item_index {
+                    Some(i) => format!("{}[{i}]", self.step),
+                    None => self.step.clone(),
+                },
+            }),
+        }
     }
 }

@@ -1,0 +1,113 @@
+//! `cases.*`: read and change cases in the engine's store. One step type per file; the
+//! helpers here turn inputs into store calls and store errors into step errors.
+
+pub mod assign;
+pub mod create;
+pub mod query;
+pub mod set_severity;
+pub mod set_sla;
+pub mod set_state;
+pub mod update;
+
+use std::time::Duration;
+
+use engine::cases::{Case, CaseChange, CaseId, NewObservable, ObservableType, Severity, Timestamp};
+use engine::persist::{StoreError, WriteOutcome};
+use engine::{StepContext, StepError};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// An observable as a playbook gives it. A missing or empty value is dropped, so a
+/// playbook can pass `{{ event | dig('client.ipAddress') }}` without checking it first.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObservableInput {
+    /// `ip`, `user`, `email`, `domain`, `url`, `hash` or `hostname`.
+    #[serde(rename = "type")]
+    pub kind: ObservableType,
+    /// The value; normalised by the store (IPv6 canonical, logins lower-cased).
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+pub fn observables(inputs: &[ObservableInput]) -> Vec<NewObservable> {
+    inputs
+        .iter()
+        .filter_map(|o| {
+            let v = o.value.as_deref()?.trim();
+            (!v.is_empty()).then(|| NewObservable::new(o.kind, v))
+        })
+        .collect()
+}
+
+/// The output of steps that change one case.
+#[derive(Debug, Serialize)]
+pub struct CaseOutput {
+    pub case: Case,
+    /// Whether this step created the case (`cases.create`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<bool>,
+}
+
+pub fn parse_id(s: &str) -> Result<CaseId, StepError> {
+    s.trim()
+        .parse()
+        .map_err(|e| StepError::permanent(format!("invalid case id `{s}`: {e}")))
+}
+
+pub fn store_error(e: StoreError) -> StepError {
+    match e {
+        StoreError::Backend { .. } => StepError::retryable(e),
+        _ => StepError::permanent(e),
+    }
+}
+
+/// Apply changes to one case as this step (idempotent per run and step).
+pub async fn change(
+    ctx: &StepContext,
+    id: &str,
+    changes: Vec<CaseChange>,
+) -> Result<WriteOutcome, StepError> {
+    let id = parse_id(id)?;
+    let store = ctx.store()?;
+    store
+        .update(id, changes, &ctx.write_meta())
+        .await
+        .map_err(store_error)
+}
+
+/// The SLA for a severity from config `sla` (defaults: critical 4h, high 24h, medium 72h,
+/// low 7d; informational has none).
+pub fn sla_for(config: &Value, severity: Severity) -> Option<Duration> {
+    let name = severity.as_str();
+    if let Some(s) = config
+        .get("sla")
+        .and_then(|s| s.get(name))
+        .and_then(Value::as_str)
+    {
+        return humantime::parse_duration(s).ok();
+    }
+    let hours = match severity {
+        Severity::Critical => 4,
+        Severity::High => 24,
+        Severity::Medium => 72,
+        Severity::Low => 7 * 24,
+        Severity::Informational => return None,
+    };
+    Some(Duration::from_secs(hours * 3600))
+}
+
+/// `created_at + d`.
+pub fn due(from: Timestamp, d: Duration) -> Timestamp {
+    from.add_millis(d.as_millis().min(i64::MAX as u128) as i64)
+}
+
+/// A `SetSla` change following the severity policy.
+pub fn severity_sla(config: &Value, case: &Case, severity: Severity) -> Option<CaseChange> {
+    let d = sla_for(config, severity)?;
+    Some(CaseChange::SetSla {
+        policy: Some(format!("severity:{}", severity.as_str())),
+        due_at: Some(due(case.created_at, d)),
+    })
+}

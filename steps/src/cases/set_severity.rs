@@ -1,0 +1,74 @@
+//! `cases.set_severity`: change (or only raise) a case's severity; the SLA follows the
+//! severity policy unless it was set explicitly.
+
+use async_trait::async_trait;
+use engine::cases::{CaseChange, Severity};
+use engine::{StepContext, StepError, TypedStep};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{change, parse_id, store_error, CaseOutput};
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    pub case: String,
+    pub severity: Severity,
+    /// Only raise: a case already at this severity or above is left alone.
+    #[serde(default)]
+    pub raise_only: bool,
+    /// A comment recorded with the change.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+pub struct SetSeverity;
+
+#[async_trait]
+impl TypedStep for SetSeverity {
+    type Input = Input;
+    type Output = CaseOutput;
+    const NAME: &'static str = "cases.set_severity";
+
+    fn description(&self) -> &'static str {
+        "Set a case's severity (or only raise it); the SLA follows the severity policy unless set explicitly."
+    }
+
+    fn example(&self) -> Value {
+        json!({"case": "{{ steps.create.case.id }}", "severity": "high", "raise_only": true, "reason": "VIP user"})
+    }
+
+    async fn run(&self, input: Input, ctx: &StepContext) -> Result<CaseOutput, StepError> {
+        let store = ctx.store()?;
+        let id = parse_id(&input.case)?;
+        let case = store
+            .get(id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| StepError::permanent(format!("no case {id}")))?;
+        if input.raise_only && case.severity >= input.severity {
+            return Ok(CaseOutput {
+                case,
+                created: None,
+            });
+        }
+        let mut changes = vec![CaseChange::SetSeverity(input.severity)];
+        let follows_policy = case
+            .sla
+            .policy
+            .as_deref()
+            .is_none_or(|p| p.starts_with("severity:"));
+        if follows_policy {
+            changes.extend(super::severity_sla(ctx.config(), &case, input.severity));
+        }
+        if let Some(r) = input.reason.filter(|r| !r.trim().is_empty()) {
+            changes.push(CaseChange::AddComment(r));
+        }
+        let out = change(ctx, &input.case, changes).await?;
+        Ok(CaseOutput {
+            case: out.case,
+            created: None,
+        })
+    }
+}
