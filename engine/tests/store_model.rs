@@ -312,16 +312,15 @@ async fn run(s: &dyn Store, ops: &[Op], queries: &[Query]) -> Result<(), TestCas
         let mut want: Vec<&M> = model
             .values()
             .filter(|m| {
-                q.ip.map_or(true, |i| m.ips.contains(IPS[i]))
+                q.ip.is_none_or(|i| m.ips.contains(IPS[i]))
                     && (cq.states.is_empty() || cq.states.contains(&m.state))
-                    && cq.severity.map_or(true, |s| s == m.sev)
+                    && cq.severity.is_none_or(|s| s == m.sev)
                     && cq
                         .assignee
                         .as_ref()
-                        .map_or(true, |a| m.who.as_ref() == Some(a))
-                    && cq.tag.as_ref().map_or(true, |t| m.tags.contains(t))
-                    && q.range
-                        .map_or(true, |(a, b)| m.created >= a && m.created < b)
+                        .is_none_or(|a| m.who.as_ref() == Some(a))
+                    && cq.tag.as_ref().is_none_or(|t| m.tags.contains(t))
+                    && q.range.is_none_or(|(a, b)| m.created >= a && m.created < b)
             })
             .collect();
         match cq.sort {

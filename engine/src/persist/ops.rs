@@ -480,16 +480,16 @@ impl Filter {
     fn matches(&self, c: &Case) -> bool {
         self.observable
             .as_ref()
-            .map_or(true, |(k, v)| c.observable(*k, v).is_some())
+            .is_none_or(|(k, v)| c.observable(*k, v).is_some())
             && (self.states.is_empty() || self.states.contains(&c.state))
-            && self.severity.map_or(true, |s| s == c.severity)
+            && self.severity.is_none_or(|s| s == c.severity)
             && self
                 .assignee
                 .as_ref()
-                .map_or(true, |a| c.assignee.as_ref() == Some(a))
-            && self.tag.as_ref().map_or(true, |t| c.tags.contains(t))
-            && self.after.map_or(true, |t| c.created_at >= t)
-            && self.before.map_or(true, |t| c.created_at < t)
+                .is_none_or(|a| c.assignee.as_ref() == Some(a))
+            && self.tag.as_ref().is_none_or(|t| c.tags.contains(t))
+            && self.after.is_none_or(|t| c.created_at >= t)
+            && self.before.is_none_or(|t| c.created_at < t)
     }
 
     fn empty_range(&self) -> bool {

@@ -460,7 +460,7 @@ async fn for_each(
                         results.insert(i, v);
                     }
                     Err(e) => {
-                        if first_error.as_ref().map_or(true, |(j, _)| i < *j) {
+                        if first_error.as_ref().is_none_or(|(j, _)| i < *j) {
                             first_error = Some((i, e));
                         }
                     }

@@ -203,7 +203,7 @@ fn walk(
                 if p.is_empty() {
                     return;
                 }
-                if best.as_ref().map_or(true, |bp| p.len() < bp.len()) {
+                if best.as_ref().is_none_or(|bp| p.len() < bp.len()) {
                     best = Some(p);
                 }
             }
