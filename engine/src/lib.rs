@@ -13,6 +13,7 @@ pub mod compile;
 pub mod config;
 pub mod error;
 pub mod load;
+pub mod notify;
 pub mod persist;
 pub mod report;
 pub mod schedule;

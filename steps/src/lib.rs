@@ -5,6 +5,7 @@
 
 pub mod cases;
 pub mod log;
+pub mod notify;
 pub mod set;
 
 use engine::Registry;
@@ -14,6 +15,7 @@ pub fn register_builtin(registry: &mut Registry) {
     registry
         .register(log::Log)
         .register(set::Set)
+        .register(notify::Notify)
         .register(cases::query::Query)
         .register(cases::create::Create)
         .register(cases::update::Update)

@@ -298,9 +298,11 @@ fn run(cli: Cli, registry: Registry) -> Result<ExitCode, String> {
                 all
             };
             let store = open_store(&data_dir)?;
+            let outbox = std::sync::Arc::new(crate::notify::Outbox::in_dir(&data_dir));
             let mut services = Services::new()
                 .with_config(config)
                 .with_store(store.clone());
+            services.insert(outbox.clone());
             services.seed = seed;
             let engine = Engine::new(bundle, services);
             let rt = runtime()?;
@@ -320,9 +322,9 @@ fn run(cli: Cli, registry: Registry) -> Result<ExitCode, String> {
                 .block_on(cases::changed_since(store.as_ref(), started))
                 .map_err(|e| e.to_string())?;
             if json {
-                output::run_json(&reports, &cases);
+                output::run_json(&reports, &cases, &outbox.sent());
             } else {
-                output::run_summary(&reports, &cases);
+                output::run_summary(&reports, &cases, &outbox.sent());
             }
             let ok = reports
                 .iter()

@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::cases::Case;
+use crate::notify::Notification;
 use crate::report::{RunReport, RunStatus};
 use crate::schedule::ready::Status;
 use crate::step::Registry;
@@ -13,13 +14,13 @@ pub struct EventRuns {
     pub runs: Vec<RunReport>,
 }
 
-pub fn run_json(events: &[EventRuns], cases: &[Case]) {
+pub fn run_json(events: &[EventRuns], cases: &[Case], notifications: &[Notification]) {
     let runs: Vec<&RunReport> = events.iter().flat_map(|e| e.runs.iter()).collect();
-    let out = json!({ "runs": runs, "cases": cases, "notifications": [] });
+    let out = json!({ "runs": runs, "cases": cases, "notifications": notifications });
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
 }
 
-pub fn run_summary(events: &[EventRuns], cases: &[Case]) {
+pub fn run_summary(events: &[EventRuns], cases: &[Case], notifications: &[Notification]) {
     let mut total = 0;
     let mut failed = 0;
     for e in events {
@@ -79,10 +80,20 @@ pub fn run_summary(events: &[EventRuns], cases: &[Case]) {
             case_line(c);
         }
     }
+    if !notifications.is_empty() {
+        println!("notifications:");
+        for n in notifications {
+            println!("  to {}: {}", n.to.join(", "), n.subject);
+            if !n.message.is_empty() {
+                println!("      {}", n.message);
+            }
+        }
+    }
     println!(
-        "{} event(s), {total} run(s), {failed} failed, {} case(s) changed",
+        "{} event(s), {total} run(s), {failed} failed, {} case(s) changed, {} notification(s)",
         events.len(),
-        cases.len()
+        cases.len(),
+        notifications.len()
     );
 }
 
