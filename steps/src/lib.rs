@@ -3,6 +3,7 @@
 //! `register_builtin` is the one place that lists them. The case, Okta, enrichment and
 //! notification steps join this list as they are built; the engine itself knows none of them.
 
+pub mod intel;
 pub mod log;
 pub mod set;
 
