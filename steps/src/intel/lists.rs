@@ -136,11 +136,11 @@ fn parse_entry(entry: &str) -> Result<Range, String> {
         let start: IpAddr = start
             .trim()
             .parse()
-            .map_err(|_| "not an IP address range".to_string())?;
+            .map_err(|_| "not an IP address, network or range".to_string())?;
         let end: IpAddr = end
             .trim()
             .parse()
-            .map_err(|_| "not an IP address range".to_string())?;
+            .map_err(|_| "not an IP address, network or range".to_string())?;
         return match (start.to_canonical(), end.to_canonical()) {
             (IpAddr::V4(a), IpAddr::V4(b)) if a <= b => Ok(Range::V4(a.into(), b.into())),
             (IpAddr::V6(a), IpAddr::V6(b)) if a <= b => Ok(Range::V6(a.into(), b.into())),
@@ -156,7 +156,7 @@ fn parse_entry(entry: &str) -> Result<Range, String> {
     };
     let ip: IpAddr = addr
         .parse()
-        .map_err(|_| "not an IP address or network".to_string())?;
+        .map_err(|_| "not an IP address, network or range".to_string())?;
     let prefix: Option<u32> = match prefix {
         None => None,
         Some(p) => Some(p.parse().map_err(|_| format!("bad prefix length `{p}`"))?),
