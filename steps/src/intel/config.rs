@@ -341,7 +341,7 @@ mod tests {
                 .map(|e| e.to_string())
                 .unwrap_or_default();
         assert!(
-            e.contains("`intel.abuseipdb`") && e.contains("score"),
+            e.starts_with("`intel.abuseipdb.score`: unknown field"),
             "{e}"
         );
         let e = IntelConfig::from_config(&json!({"intel": {"cache_ttl": "soon"}}))
