@@ -4,6 +4,7 @@
 //! notification steps join this list as they are built; the engine itself knows none of them.
 
 pub mod cases;
+pub mod intel;
 pub mod log;
 pub mod notify;
 pub mod set;
@@ -16,6 +17,7 @@ pub fn register_builtin(registry: &mut Registry) {
         .register(log::Log)
         .register(set::Set)
         .register(notify::Notify)
+        .register(intel::step::EnrichIp::new())
         .register(cases::query::Query)
         .register(cases::create::Create)
         .register(cases::update::Update)

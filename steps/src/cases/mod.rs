@@ -11,12 +11,14 @@ pub mod update;
 
 use std::time::Duration;
 
-use engine::cases::{Case, CaseChange, CaseId, NewObservable, ObservableType, Severity, Timestamp};
+use engine::cases::{
+    Case, CaseChange, CaseId, NewObservable, ObservableType, Severity, Timestamp, Verdict,
+};
 use engine::persist::{StoreError, WriteOutcome};
 use engine::{StepContext, StepError};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// An observable as a playbook gives it. A missing or empty value is dropped, so a
 /// playbook can pass `{{ event | dig('client.ipAddress') }}` without checking it first.
@@ -29,6 +31,12 @@ pub struct ObservableInput {
     /// The value; normalised by the store (IPv6 canonical, logins lower-cased).
     #[serde(default)]
     pub value: Option<String>,
+    /// A verdict to record (`benign`, `suspicious`, `malicious`, `unknown`).
+    #[serde(default)]
+    pub verdict: Option<Verdict>,
+    /// Enrichment data by provider, merged into what the observable has.
+    #[serde(default)]
+    pub enrichment: Map<String, Value>,
 }
 
 pub fn observables(inputs: &[ObservableInput]) -> Vec<NewObservable> {
@@ -36,7 +44,12 @@ pub fn observables(inputs: &[ObservableInput]) -> Vec<NewObservable> {
         .iter()
         .filter_map(|o| {
             let v = o.value.as_deref()?.trim();
-            (!v.is_empty()).then(|| NewObservable::new(o.kind, v))
+            (!v.is_empty()).then(|| {
+                let mut n = NewObservable::new(o.kind, v);
+                n.verdict = o.verdict;
+                n.enrichment = o.enrichment.clone();
+                n
+            })
         })
         .collect()
 }
