@@ -164,6 +164,15 @@ pub fn main(registry: Registry) -> ExitCode {
     }
 }
 
+/// Without `--config`, the playbooks' own offline config: `data/config.yaml` beside the
+/// first playbook path.
+fn bundled_config(paths: &[PathBuf]) -> Option<PathBuf> {
+    let first = paths.first()?;
+    let dir = if first.is_dir() { first.clone() } else { first.parent()?.to_path_buf() };
+    let candidate = dir.join("data").join("config.yaml");
+    candidate.is_file().then_some(candidate)
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -287,6 +296,7 @@ fn run(cli: Cli, registry: Registry) -> Result<ExitCode, String> {
                 Ok(b) => b,
                 Err(code) => return Ok(code),
             };
+            let config = config.or_else(|| bundled_config(&paths));
             let config = crate::config::load(config.as_deref()).map_err(|e| e.to_string())?;
             let events = if event.is_empty() {
                 events::samples(&paths)?
