@@ -4,6 +4,7 @@
 //! notification steps join this list as they are built; the engine itself knows none of them.
 
 pub mod log;
+pub mod net;
 pub mod set;
 
 use engine::Registry;
