@@ -3,13 +3,21 @@
 //! `register_builtin` is the one place that lists them. The case, Okta, enrichment and
 //! notification steps join this list as they are built; the engine itself knows none of them.
 
+pub mod http_request;
 pub mod log;
 pub mod net;
+pub mod okta;
 pub mod set;
 
 use engine::Registry;
 
 /// Register every built-in step type.
 pub fn register_builtin(registry: &mut Registry) {
-    registry.register(log::Log).register(set::Set);
+    registry
+        .register(log::Log)
+        .register(set::Set)
+        .register(okta::UserGroups)
+        .register(okta::SuspendUser)
+        .register(okta::ClearSessions)
+        .register(http_request::HttpRequest);
 }
