@@ -63,7 +63,10 @@ impl Outbox {
         if let Some(path) = &self.path {
             let mut line = serde_json::to_vec(&n).map_err(std::io::Error::other)?;
             line.push(b'\n');
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
             f.write_all(&line)?;
             f.sync_data()?;
         }

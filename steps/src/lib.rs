@@ -4,9 +4,12 @@
 //! notification steps join this list as they are built; the engine itself knows none of them.
 
 pub mod cases;
+pub mod http_request;
 pub mod intel;
 pub mod log;
+pub mod net;
 pub mod notify;
+pub mod okta;
 pub mod set;
 
 use engine::Registry;
@@ -24,5 +27,9 @@ pub fn register_builtin(registry: &mut Registry) {
         .register(cases::set_severity::SetSeverity)
         .register(cases::set_sla::SetSla)
         .register(cases::set_state::SetState)
-        .register(cases::assign::Assign);
+        .register(cases::assign::Assign)
+        .register(okta::UserGroups)
+        .register(okta::SuspendUser)
+        .register(okta::ClearSessions)
+        .register(http_request::HttpRequest);
 }

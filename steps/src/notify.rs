@@ -66,7 +66,9 @@ impl TypedStep for Notify {
                         .get("teams")
                         .and_then(|t| t.get(team))
                         .and_then(Value::as_array)
-                        .ok_or_else(|| StepError::permanent(format!("no team `{team}` in config `teams`")))?;
+                        .ok_or_else(|| {
+                            StepError::permanent(format!("no team `{team}` in config `teams`"))
+                        })?;
                     to.extend(members.iter().filter_map(Value::as_str).map(str::to_string));
                 }
                 None => to.push(r),
@@ -81,7 +83,12 @@ impl TypedStep for Notify {
                 .get("notify")
                 .and_then(|n| n.get("channels"))
                 .and_then(Value::as_array)
-                .map(|c| c.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .map(|c| {
+                    c.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_else(|| vec!["console".to_string(), "outbox".to_string()])
         } else {
             input.channels

@@ -168,7 +168,11 @@ pub fn main(registry: Registry) -> ExitCode {
 /// first playbook path.
 fn bundled_config(paths: &[PathBuf]) -> Option<PathBuf> {
     let first = paths.first()?;
-    let dir = if first.is_dir() { first.clone() } else { first.parent()?.to_path_buf() };
+    let dir = if first.is_dir() {
+        first.clone()
+    } else {
+        first.parent()?.to_path_buf()
+    };
     let candidate = dir.join("data").join("config.yaml");
     candidate.is_file().then_some(candidate)
 }
