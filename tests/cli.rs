@@ -9,8 +9,15 @@ fn engine() -> Command {
     Command::new(env!("CARGO_BIN_EXE_engine"))
 }
 
+/// Run the binary; `engine run` gets a fresh data dir unless the test gives one.
 fn run(args: &[&str]) -> Output {
-    engine().args(args).output().expect("engine binary runs")
+    let mut cmd = engine();
+    cmd.args(args);
+    if args.first() == Some(&"run") && !args.contains(&"--data-dir") {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        cmd.arg("--data-dir").arg(dir);
+    }
+    cmd.output().expect("engine binary runs")
 }
 
 fn stdout(o: &Output) -> String {
@@ -334,10 +341,32 @@ fn every_step_example_is_valid() {
     for spec in registry.specs() {
         engine::validate::inputs::fits(&spec.input_schema, &spec.example)
             .unwrap_or_else(|e| panic!("example of `{}` does not fit: {e}", spec.name));
+        // Examples refer to earlier steps and vars the way a playbook would: give them some.
+        let text = spec.example.to_string();
+        let names = |prefix: &str| -> std::collections::BTreeSet<String> {
+            text.match_indices(prefix)
+                .map(|(i, _)| {
+                    text[i + prefix.len()..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect()
+                })
+                .collect()
+        };
+        let mut steps: Vec<Value> = names("steps.")
+            .into_iter()
+            .map(|id| serde_json::json!({"id": id, "uses": "set", "with": {"x": 1}}))
+            .collect();
+        steps.push(serde_json::json!({"id": "example", "uses": spec.name, "with": spec.example}));
+        let vars: serde_json::Map<String, Value> = names("vars.")
+            .into_iter()
+            .map(|v| (v, Value::from("x")))
+            .collect();
         let doc = serde_json::json!({
             "playbook": "example",
             "on": {"event": "okta"},
-            "steps": [{"id": "example", "uses": spec.name, "with": spec.example}],
+            "vars": vars,
+            "steps": steps,
         });
         let yaml = serde_json::to_string(&doc).unwrap();
         let src = engine::load::parse_source(Path::new("example.yaml"), yaml.into_bytes()).unwrap();

@@ -98,6 +98,7 @@ impl Harness {
             trigger: "test".into(),
             event: json!({ "ips": ips }),
             case: None,
+            depth: 0,
         };
         execute(self.plan.clone(), input, self.services.clone()).await
     }

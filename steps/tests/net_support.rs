@@ -33,6 +33,7 @@ pub async fn run_step_report(uses: &str, with: Value, config: Value, extra: Valu
         trigger: "test".into(),
         event: json!({}),
         case: None,
+        depth: 0,
     };
     let services = Services::new().with_seed(7).with_config(config);
     execute(plan, input, Arc::new(services)).await
