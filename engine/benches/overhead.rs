@@ -198,20 +198,29 @@ fn print_table() {
             let Ok(v) = serde_json::from_str::<Value>(&text) else {
                 continue;
             };
-            let ns = |k: &str| v[k]["point_estimate"].as_f64().unwrap_or(f64::NAN);
+            // Criterion's headline figure is the slope (time per iteration fitted over
+            // samples of growing size); the median resists the noise of a shared machine.
+            let ns = |k: &str| v[k]["point_estimate"].as_f64();
+            let Some(typical) = ns("slope").or_else(|| ns("mean")) else {
+                continue;
+            };
+            let median = ns("median").unwrap_or(f64::NAN);
             rows.push(format!(
                 "| {shape} | {rt} | {:.1} | {:.2} | {:.2} |",
-                ns("mean") / 1000.0,
-                ns("mean") / 1000.0 / STEPS as f64,
-                ns("median") / 1000.0 / STEPS as f64,
+                typical / 1000.0,
+                typical / 1000.0 / STEPS as f64,
+                median / 1000.0 / STEPS as f64,
             ));
         }
     }
     if rows.is_empty() {
         return;
     }
-    println!("\nengine overhead per step (latest estimates in {}):\n", dir.display());
-    println!("| shape | runtime | µs per run | µs per step (mean) | µs per step (median) |");
+    println!(
+        "\nengine overhead per step (latest estimates in {}):\n",
+        dir.display()
+    );
+    println!("| shape | runtime | µs per run | µs per step | µs per step (median) |");
     println!("|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
