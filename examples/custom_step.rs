@@ -57,7 +57,12 @@ impl TypedStep for OpenTicket {
     async fn run(&self, input: TicketInput, ctx: &StepContext) -> Result<Ticket, StepError> {
         // A real integration would send `ctx.idempotency_key()` so a retry opens no second ticket.
         Ok(Ticket {
-            key: format!("SEC-{}", ctx.run_id.get(ctx.run_id.len().saturating_sub(4)..).unwrap_or("0")),
+            key: format!(
+                "SEC-{}",
+                ctx.run_id
+                    .get(ctx.run_id.len().saturating_sub(4)..)
+                    .unwrap_or("0")
+            ),
             title: input.title,
             priority: input.priority,
         })
@@ -81,8 +86,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut registry = caseflow::builtin_registry();
     registry.register(OpenTicket);
 
-    let source = engine::load::parse_source(Path::new("open-ticket.yaml"), PLAYBOOK.as_bytes().to_vec())
-        .map_err(|d| d.to_string())?;
+    let source =
+        engine::load::parse_source(Path::new("open-ticket.yaml"), PLAYBOOK.as_bytes().to_vec())
+            .map_err(|d| d.to_string())?;
     let bundle = engine::compile::compile_sources(&[source], &registry)
         .map_err(|diags| diags.iter().map(|d| d.to_string()).collect::<String>())?;
 
@@ -93,7 +99,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         case: None,
         depth: 0,
     };
-    let report = execute(bundle.playbooks[0].clone(), input, Arc::new(Services::new())).await;
+    let report = execute(
+        bundle.playbooks[0].clone(),
+        input,
+        Arc::new(Services::new()),
+    )
+    .await;
     println!("{}", serde_json::to_string_pretty(&report.output)?);
     Ok(())
 }

@@ -14,9 +14,8 @@ use caseflow::engine::{self, Engine, Services};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let registry = caseflow::builtin_registry();
-    let bundle = engine::load_paths(&["playbooks/iam.yaml".into()], &registry).map_err(|diags| {
-        diags.iter().map(|d| d.to_string()).collect::<String>()
-    })?;
+    let bundle = engine::load_paths(&["playbooks/iam.yaml".into()], &registry)
+        .map_err(|diags| diags.iter().map(|d| d.to_string()).collect::<String>())?;
     let config = engine::config::load(Some(Path::new("playbooks/data/config.yaml")))?;
 
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
@@ -28,12 +27,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     services.insert(outbox.clone());
     let engine = Engine::new(bundle, services);
 
-    let event: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string("playbooks/samples/02-vip-malicious-ip.json")?)?;
+    let event: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        "playbooks/samples/02-vip-malicious-ip.json",
+    )?)?;
     // Runs iam-preprocess, then the playbooks its case events trigger, until all are done.
     let runs = engine.handle("okta", event).await?;
     for run in &runs {
-        println!("{} {:?} ({} steps)", run.playbook, run.status, run.steps.len());
+        println!(
+            "{} {:?} ({} steps)",
+            run.playbook,
+            run.status,
+            run.steps.len()
+        );
     }
     for case in store.query(&CaseQuery::default()).await? {
         println!(

@@ -137,6 +137,7 @@ fn input() -> RunInput {
         trigger: "bench".into(),
         event: json!({ "n": 7 }),
         case: None,
+        depth: 0,
     }
 }
 

@@ -601,7 +601,7 @@ async fn for_each(
                         results.insert(i, v);
                     }
                     Err(e) => {
-                        if first_error.as_ref().map_or(true, |(j, _)| i < *j) {
+                        if first_error.as_ref().is_none_or(|(j, _)| i < *j) {
                             first_error = Some((i, e));
                         }
                     }
@@ -736,6 +736,7 @@ mod tests {
             trigger: "t".into(),
             event,
             case: None,
+            depth: 0,
         };
         let mut services = Services::default();
         services.seed = Some(1);
