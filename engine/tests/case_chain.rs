@@ -84,14 +84,17 @@ impl TypedStep for SetState {
     }
 }
 
+/// A playbook name and the input its `test.record` step got.
+type Seen = (String, Map<String, Value>);
+
 /// Records its playbook and input.
 #[derive(Clone, Default)]
 struct Record {
-    seen: Arc<Mutex<Vec<(String, Map<String, Value>)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Record {
-    fn seen(&self) -> Vec<(String, Map<String, Value>)> {
+    fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 

@@ -351,7 +351,8 @@ pub trait CaseRead: Send + Sync {
 #[async_trait]
 pub trait CaseWrite: Send + Sync {
     /// Creates a case and emits `case.created`, atomically. With a dedup key that an open
-    /// case already has, returns that case (`created: false`) and changes nothing. With an
+    /// case already has, returns that case (`created: false`; the newest, when reopening
+    /// left several) and changes nothing. With an
     /// idempotency key already used, returns the first call's result (`replayed: true`).
     async fn create(&self, new: NewCase, meta: &WriteMeta) -> Result<WriteOutcome, StoreError>;
 
