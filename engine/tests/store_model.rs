@@ -173,13 +173,12 @@ async fn run(s: &dyn Store, ops: &[Op], queries: &[Query]) -> Result<(), TestCas
                     .map(|ip| NewObservable::new(ObservableType::Ip, IP_SPELLINGS[*ip]))
                     .collect();
                 n.dedup_key = dedup.map(|d| format!("key{d}"));
-                // Reopening can leave two open cases with one key: the newest one wins.
+                // Reopening a case can leave two open cases with one key: the newest wins.
                 let open_dup = n.dedup_key.as_ref().and_then(|k| {
                     model
                         .values()
-                        .filter(|m| m.dedup.as_ref() == Some(k) && m.state.is_open())
+                        .rfind(|m| m.dedup.as_ref() == Some(k) && m.state.is_open())
                         .map(|m| m.id)
-                        .max()
                 });
                 let out = s.create(n.clone(), &meta(now)).await.unwrap();
                 match open_dup {

@@ -8,7 +8,7 @@ use engine::cases::{
     Timestamp,
 };
 use engine::persist::{
-    CaseQuery, CaseRead, CaseWrite, Durability, SledStore, StoreError, WriteMeta,
+    CaseQuery, CaseRead, CaseWrite, Durability, Inbox, SledStore, StoreError, WriteMeta,
 };
 
 fn meta(ms: i64) -> WriteMeta {
@@ -149,7 +149,7 @@ fn newer_schema_version_is_refused() {
         let db = sled::open(dir.path()).unwrap();
         db.open_tree("meta")
             .unwrap()
-            .insert("schema_version", &2u32.to_be_bytes()[..])
+            .insert("schema_version", &3u32.to_be_bytes()[..])
             .unwrap();
         db.flush().unwrap();
     }
@@ -157,9 +157,67 @@ fn newer_schema_version_is_refused() {
     assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
     assert!(
         e.to_string()
-            .contains("schema version 2 is newer than this engine supports (1)"),
+            .contains("schema version 3 is newer than this engine supports (2)"),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn a_version_1_store_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        s.create(case_with_ip(1), &meta(0)).await.unwrap();
+    }
+    {
+        // What version 1 wrote: the same trees minus the inbox ones.
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema_version", &1u32.to_be_bytes()[..])
+            .unwrap();
+        db.drop_tree("eventkey_receivedat").unwrap();
+        db.drop_tree("eventplaybook_runid").unwrap();
+        db.flush().unwrap();
+    }
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.get(CaseId(1)).await.unwrap().unwrap().title, "case 1");
+        assert!(s.record_incoming("okta:u1", meta(1).at).await.unwrap());
+        assert!(s.check().await.unwrap().is_empty());
+    }
+    let db = sled::open(dir.path()).unwrap();
+    let v = db.open_tree("meta").unwrap().get("schema_version").unwrap();
+    assert_eq!(v.as_deref(), Some(&2u32.to_be_bytes()[..]));
+}
+
+#[tokio::test]
+async fn inbox_records_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        assert!(s.record_incoming("okta:a", meta(0).at).await.unwrap());
+        assert!(!s.record_incoming("okta:a", meta(1).at).await.unwrap());
+        s.create(case_with_ip(1), &meta(2)).await.unwrap();
+        assert!(s.start_delivery(1, "pb", "run-1").await.unwrap());
+        // Dropped without an ack: as if the process died after the run started.
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    assert!(!s.record_incoming("okta:a", meta(3).at).await.unwrap());
+    assert!(s.record_incoming("okta:b", meta(3).at).await.unwrap());
+    assert!(!s.start_delivery(1, "pb", "run-2").await.unwrap());
+    assert!(s.start_delivery(1, "other", "run-3").await.unwrap());
+    let d = s.deliveries(1).await.unwrap();
+    assert_eq!(
+        d.iter()
+            .map(|d| (d.playbook.as_str(), d.run_id.as_str()))
+            .collect::<Vec<_>>(),
+        [("other", "run-3"), ("pb", "run-1")]
+    );
+    assert!(s.check().await.unwrap().is_empty());
+    assert!(s.ack_event(1).await.unwrap());
+    assert!(s.deliveries(1).await.unwrap().is_empty());
+    assert!(s.check().await.unwrap().is_empty());
 }
 
 #[test]
@@ -186,15 +244,47 @@ fn a_locked_data_dir_is_a_clear_error() {
     }
 }
 
-/// Prints µs per `query(observable, limit 1)` at 10k and 100k cases. Run with
-/// `cargo test --release -p caseflow-engine --test store_sled -- --ignored --nocapture`.
+/// Bytes under `dir`, recursively.
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        match entry.metadata() {
+            Ok(m) if m.is_dir() => total += dir_size(&entry.path()),
+            Ok(m) => total += m.len(),
+            Err(_) => {}
+        }
+    }
+    total
+}
+
+/// `VmRSS` and `VmHWM` (peak) of this process in MiB, where `/proc` exists.
+fn rss_mib() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or("?".to_string(), |kb| (kb / 1024).to_string())
+    };
+    format!("rss {} MiB (peak {} MiB)", field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Prints µs per `query(observable, limit 1)` at 10k and 100k cases, and at 1M with
+/// `CASEFLOW_SCALING_1M=1`, with the disk and memory used. Run with
+/// `CASEFLOW_SCALING_1M=1 cargo test --release -p caseflow-engine --test store_sled -- --ignored --nocapture`.
 #[tokio::test]
 #[ignore]
 async fn store_query_scaling() {
     let dir = tempfile::tempdir().unwrap();
     let s = SledStore::open_with(dir.path(), Durability::Relaxed).unwrap();
     let mut loaded = 0u64;
-    for target in [10_000u64, 100_000] {
+    let mut targets = vec![10_000u64, 100_000];
+    if std::env::var_os("CASEFLOW_SCALING_1M").is_some() {
+        targets.push(1_000_000);
+    }
+    for target in targets {
         let start = loaded;
         let t0 = Instant::now();
         while loaded < target {
@@ -240,9 +330,11 @@ async fn store_query_scaling() {
         }
         let per_tag = t2.elapsed().as_secs_f64() * 1e6 / queries as f64;
         println!(
-            "cases={target:>7} load={:.1}s ({:.0} µs/create) query(observable, limit 1): {per};  query(tag, limit 1)={per_tag:.1} µs",
+            "cases={target:>7} load={:.1}s ({:.0} µs/create) query(observable, limit 1): {per};  query(tag, limit 1)={per_tag:.1} µs; disk {:.0} MiB; {}",
             load.as_secs_f64(),
             load.as_secs_f64() * 1e6 / (target - start) as f64,
+            dir_size(dir.path()) as f64 / (1024.0 * 1024.0),
+            rss_mib(),
         );
     }
 }

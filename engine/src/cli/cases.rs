@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use super::{load, open_store, output, runtime, CasesCommand};
+use super::{bundled_config, load, open_store, output, runtime, CasesCommand};
 use crate::cases::{Actor, Case, CaseChange, CaseId, CaseState, Severity, Timestamp};
 use crate::persist::{CaseQuery, CaseSort, Store, WriteMeta};
 use crate::schedule::Engine;
@@ -140,6 +140,7 @@ pub fn run(command: CasesCommand, registry: Registry) -> Result<ExitCode, String
                     Err(code) => return Ok(code),
                 }
             };
+            let config = config.or_else(|| bundled_config(&playbooks));
             let config = crate::config::load(config.as_deref()).map_err(|e| e.to_string())?;
             let store = open_store(&data_dir)?;
             let name = actor
@@ -150,13 +151,13 @@ pub fn run(command: CasesCommand, registry: Registry) -> Result<ExitCode, String
                 .block_on(store.update(id, changes, &meta))
                 .map_err(|e| e.to_string())?;
             let mut runs = Vec::new();
+            let outbox = std::sync::Arc::new(crate::notify::Outbox::in_dir(&data_dir));
             if let Some(bundle) = bundle {
-                let engine = Engine::new(
-                    bundle,
-                    Services::new()
-                        .with_config(config)
-                        .with_store(store.clone()),
-                );
+                let mut services = Services::new()
+                    .with_config(config)
+                    .with_store(store.clone());
+                services.insert(outbox.clone());
+                let engine = Engine::new(bundle, services);
                 runs = rt
                     .block_on(engine.drain_case_events())
                     .map_err(|e| e.to_string())?;
@@ -166,12 +167,19 @@ pub fn run(command: CasesCommand, registry: Registry) -> Result<ExitCode, String
                 .map_err(|e| e.to_string())?
                 .unwrap_or(out.case);
             if json {
-                let v = serde_json::json!({ "case": case, "runs": runs });
+                let v = serde_json::json!({
+                    "case": case,
+                    "runs": runs,
+                    "notifications": outbox.sent(),
+                });
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
                 output::case_detail(&case);
                 for r in &runs {
                     println!("run {} {} {:?}", r.playbook, r.run_id, r.status);
+                }
+                for n in outbox.sent() {
+                    println!("notified {}: {}", n.to.join(", "), n.subject);
                 }
             }
             let ok = runs

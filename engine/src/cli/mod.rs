@@ -192,6 +192,27 @@ fn open_store(dir: &std::path::Path) -> Result<std::sync::Arc<dyn crate::persist
     Ok(std::sync::Arc::new(store))
 }
 
+/// Runs the SLA watcher once; what it did is reported like an event's runs.
+fn sla_sweep(
+    rt: &tokio::runtime::Runtime,
+    engine: &Engine,
+    reports: &mut Vec<output::EventRuns>,
+) -> Result<(), String> {
+    let sweep = rt
+        .block_on(engine.check_sla(crate::cases::Timestamp::now()))
+        .map_err(|e| e.to_string())?;
+    if !sweep.breached.is_empty() || !sweep.runs.is_empty() {
+        let ids: Vec<String> = sweep.breached.iter().map(|c| c.to_string()).collect();
+        reports.push(output::EventRuns {
+            label: format!("SLA breached: {}", ids.join(", ")),
+            event: serde_json::json!({"type": "case.sla_breached", "cases": ids}),
+            runs: sweep.runs,
+            duplicate: false,
+        });
+    }
+    Ok(())
+}
+
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CASEFLOW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -323,21 +344,30 @@ fn run(cli: Cli, registry: Registry) -> Result<ExitCode, String> {
             let rt = runtime()?;
             let started = crate::cases::Timestamp::now();
             let mut reports = Vec::new();
+            // Deadlines that passed while the engine was stopped, before anything new.
+            sla_sweep(&rt, &engine, &mut reports)?;
+            let mut duplicates = 0usize;
             for (label, ev) in events {
-                let runs = rt
-                    .block_on(engine.handle(&source, ev.clone()))
+                let key = crate::schedule::dedup_key(&source, &ev);
+                let handled = rt
+                    .block_on(engine.handle_once(&source, ev.clone(), key.as_deref()))
                     .map_err(|e| e.to_string())?;
+                if handled.duplicate {
+                    duplicates += 1;
+                }
                 reports.push(output::EventRuns {
                     label,
                     event: ev,
-                    runs,
+                    runs: handled.runs,
+                    duplicate: handled.duplicate,
                 });
             }
+            sla_sweep(&rt, &engine, &mut reports)?;
             let cases = rt
                 .block_on(cases::changed_since(store.as_ref(), started))
                 .map_err(|e| e.to_string())?;
             if json {
-                output::run_json(&reports, &cases, &outbox.sent());
+                output::run_json(&reports, &cases, &outbox.sent(), duplicates);
             } else {
                 output::run_summary(&reports, &cases, &outbox.sent());
             }

@@ -12,11 +12,23 @@ pub struct EventRuns {
     pub label: String,
     pub event: Value,
     pub runs: Vec<RunReport>,
+    /// Seen before (same dedup key): nothing ran.
+    pub duplicate: bool,
 }
 
-pub fn run_json(events: &[EventRuns], cases: &[Case], notifications: &[Notification]) {
+pub fn run_json(
+    events: &[EventRuns],
+    cases: &[Case],
+    notifications: &[Notification],
+    duplicates: usize,
+) {
     let runs: Vec<&RunReport> = events.iter().flat_map(|e| e.runs.iter()).collect();
-    let out = json!({ "runs": runs, "cases": cases, "notifications": notifications });
+    let out = json!({
+        "runs": runs,
+        "cases": cases,
+        "notifications": notifications,
+        "duplicates": duplicates,
+    });
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
 }
 
@@ -31,7 +43,9 @@ pub fn run_summary(events: &[EventRuns], cases: &[Case], notifications: &[Notifi
             .and_then(Value::as_str)
             .unwrap_or("event");
         println!("event {} ({kind})", e.label);
-        if e.runs.is_empty() {
+        if e.duplicate {
+            println!("  skipped: duplicate (already received)");
+        } else if e.runs.is_empty() {
             println!("  no playbook triggered");
         }
         for r in &e.runs {
@@ -89,8 +103,14 @@ pub fn run_summary(events: &[EventRuns], cases: &[Case], notifications: &[Notifi
             }
         }
     }
+    let duplicates = events.iter().filter(|e| e.duplicate).count();
+    let skipped = if duplicates > 0 {
+        format!(" ({duplicates} duplicate(s) skipped)")
+    } else {
+        String::new()
+    };
     println!(
-        "{} event(s), {total} run(s), {failed} failed, {} case(s) changed, {} notification(s)",
+        "{} event(s){skipped}, {total} run(s), {failed} failed, {} case(s) changed, {} notification(s)",
         events.len(),
         cases.len(),
         notifications.len()

@@ -21,10 +21,12 @@ pub(crate) enum Tree {
     IdempotencyResult,
     EventidCaseevent,
     Meta,
+    EventkeyReceivedat,
+    EventplaybookRunid,
 }
 
 /// Number of trees.
-pub(crate) const TREE_COUNT: usize = 13;
+pub(crate) const TREE_COUNT: usize = 15;
 
 impl Tree {
     pub(crate) const ALL: [Tree; TREE_COUNT] = [
@@ -41,6 +43,8 @@ impl Tree {
         Tree::IdempotencyResult,
         Tree::EventidCaseevent,
         Tree::Meta,
+        Tree::EventkeyReceivedat,
+        Tree::EventplaybookRunid,
     ];
 
     /// The index trees derived from cases (rebuilt from `caseid_case` by `check`).
@@ -71,6 +75,8 @@ impl Tree {
             Tree::IdempotencyResult => "idempotency_result",
             Tree::EventidCaseevent => "eventid_caseevent",
             Tree::Meta => "meta",
+            Tree::EventkeyReceivedat => "eventkey_receivedat",
+            Tree::EventplaybookRunid => "eventplaybook_runid",
         }
     }
 
@@ -85,8 +91,12 @@ pub(crate) const META_SCHEMA_VERSION: &[u8] = b"schema_version";
 pub(crate) const META_NEXT_CASE_ID: &[u8] = b"next_case_id";
 /// `meta` key: the next case event id, `u64` big-endian.
 pub(crate) const META_NEXT_EVENT_ID: &[u8] = b"next_event_id";
-/// The schema version this code writes and reads.
-pub(crate) const SCHEMA_VERSION: u32 = 1;
+/// The schema version this code writes and reads. Version 2 added the
+/// `eventkey_receivedat` and `eventplaybook_runid` trees; a version 1 store is upgraded by
+/// writing the new version (the new trees start empty, no key changes).
+pub(crate) const SCHEMA_VERSION: u32 = 2;
+/// The oldest schema version this code upgrades in place.
+pub(crate) const OLDEST_UPGRADABLE_VERSION: u32 = 1;
 
 /// Appends a string so that the encoding sorts like the string and is self-delimiting:
 /// `0x00` -> `0x01 0x01`, `0x01` -> `0x01 0x02`, then a `0x00` terminator. Any string can
@@ -100,6 +110,28 @@ pub(crate) fn push_str(out: &mut Vec<u8>, s: &str) {
         }
     }
     out.push(0);
+}
+
+/// Decodes a key part that is exactly one escaped string (`push_str`'s output).
+pub(crate) fn single_str(bytes: &[u8]) -> Option<String> {
+    let (last, body) = bytes.split_last()?;
+    if *last != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut it = body.iter();
+    while let Some(&b) = it.next() {
+        match b {
+            0 => return None,
+            1 => match it.next() {
+                Some(1) => out.push(0),
+                Some(2) => out.push(1),
+                _ => return None,
+            },
+            b => out.push(b),
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Key of a string-prefixed index entry's prefix (one or more escaped strings).
@@ -214,6 +246,18 @@ pub(crate) fn event_key(id: u64) -> [u8; 8] {
     id.to_be_bytes()
 }
 
+/// Key of an incoming event in the inbox.
+pub(crate) fn inbox_key(key: &str) -> Vec<u8> {
+    str_prefix(&[key])
+}
+
+/// Key of a delivery record: case event id `u64` ++ playbook `str`.
+pub(crate) fn delivery_key(event_id: u64, playbook: &str) -> Vec<u8> {
+    let mut k = event_key(event_id).to_vec();
+    push_str(&mut k, playbook);
+    k
+}
+
 /// Key of an idempotency record.
 pub(crate) fn idempotency_key(run_id: &str, step_id: &str) -> Vec<u8> {
     str_prefix(&[run_id, step_id])
@@ -229,6 +273,11 @@ pub(crate) fn corrupt(
     let key = match (tree, u64_value(key)) {
         (Tree::CaseidCase, Some(id)) => CaseId(id).to_string(),
         (Tree::EventidCaseevent, Some(id)) => format!("event {id}"),
+        (Tree::EventplaybookRunid, _) if key.len() >= 8 => format!(
+            "event {} playbook {}",
+            u64_value(&key[..8]).unwrap_or_default(),
+            String::from_utf8_lossy(&key[8..])
+        ),
         _ => String::from_utf8_lossy(key).into_owned(),
     };
     StoreError::Corrupt {
@@ -260,6 +309,17 @@ mod tests {
             longer.push(x);
             prop_assert!(longer.starts_with(&ka));
         }
+    }
+
+    #[test]
+    fn single_str_decodes_push_str() {
+        for s in ["", "a", "pb-1", "x\u{0}y\u{1}z"] {
+            let mut k = Vec::new();
+            push_str(&mut k, s);
+            assert_eq!(single_str(&k).as_deref(), Some(s));
+        }
+        assert_eq!(single_str(b"ab"), None);
+        assert_eq!(single_str(b"a\0b\0"), None);
     }
 
     #[test]

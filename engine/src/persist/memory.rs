@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use super::keys::{self, Tree, TREE_COUNT};
 use super::ops::{self, KvIter, KvRead, WriteSet};
-use super::{CaseQuery, CaseRead, CaseWrite, StoreError, WriteMeta, WriteOutcome};
+use super::{CaseQuery, CaseRead, CaseWrite, Delivery, Inbox, StoreError, WriteMeta, WriteOutcome};
 use crate::cases::{Case, CaseChange, CaseEvent, CaseId, NewCase, Timestamp};
 
 struct MemKv {
@@ -151,5 +151,25 @@ impl CaseWrite for MemoryStore {
 
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Inbox for MemoryStore {
+    async fn record_incoming(&self, key: &str, at: Timestamp) -> Result<bool, StoreError> {
+        self.write(|kv| ops::plan_record_incoming(kv, key, at))
+    }
+
+    async fn start_delivery(
+        &self,
+        event_id: u64,
+        playbook: &str,
+        run_id: &str,
+    ) -> Result<bool, StoreError> {
+        self.write(|kv| ops::plan_start_delivery(kv, event_id, playbook, run_id))
+    }
+
+    async fn deliveries(&self, event_id: u64) -> Result<Vec<Delivery>, StoreError> {
+        ops::deliveries(&*self.lock(), event_id)
     }
 }

@@ -13,7 +13,7 @@
 //! disk). Both share the key layout and the query planner, so the memory store exercises
 //! the same index logic.
 //!
-//! # Key layout (sled; schema version 1)
+//! # Key layout (sled; schema version 2)
 //!
 //! Trees are named `<key>_<value>`. Integers are big-endian so byte order is numeric
 //! order; timestamps are unix milliseconds as `i64` with the sign bit flipped (`ts`
@@ -35,6 +35,8 @@
 //! | `sladue_caseid`      | sla.due_at `ts` ++ id `u64` (open, not yet breached cases only) | empty |
 //! | `idempotency_result` | run id `str` ++ step id `str`                    | JSON `{case_id, created, case, event_ids}` |
 //! | `eventid_caseevent`  | case event id `u64` (undelivered only)           | case event JSON |
+//! | `eventplaybook_runid`| case event id `u64` ++ playbook `str` (undelivered events only) | run id (UTF-8) |
+//! | `eventkey_receivedat`| incoming event key `str` (such as `okta:<uuid>`) | received at `ts` |
 //! | `meta`               | `schema_version` / `next_case_id` / `next_event_id` | `u32` / `u64` / `u64` |
 //!
 //! Index keys end with `created_at ++ id`, so a forward range scan of one prefix yields
@@ -42,9 +44,17 @@
 //! its most selective index (observable > assignee > tag > state > severity >
 //! created_at) and filters the rest of its criteria on the case records it loads.
 //!
+//! The [`Inbox`] trees make the engine run things once: `eventkey_receivedat` records each
+//! incoming event's key before it runs (a second delivery of the same Okta `uuid` is
+//! skipped), and `eventplaybook_runid` records each playbook a case event starts before
+//! the run starts; acknowledging the event removes it and its records in one transaction,
+//! so a redelivery after a crash skips the playbooks already started.
+//!
 //! Ids come from the `meta` counters, written in the same transaction, so case numbers
 //! are sequential. A store whose `schema_version` is newer than this code is refused;
-//! key formats never change in place (a new layout means a new version and a migration).
+//! key formats never change in place (a new layout means a new version and a migration;
+//! version 1 -> 2 only added the two inbox trees, so opening a version 1 store just
+//! writes the new version).
 //! Writers are serialised by a process-local lock (sled allows one process per data
 //! dir): reads for a write happen under the lock and outside the transaction, and the
 //! transaction closure only writes precomputed bytes, because sled may re-run it.
@@ -341,7 +351,8 @@ pub trait CaseRead: Send + Sync {
 #[async_trait]
 pub trait CaseWrite: Send + Sync {
     /// Creates a case and emits `case.created`, atomically. With a dedup key that an open
-    /// case already has, returns that case (`created: false`) and changes nothing. With an
+    /// case already has, returns that case (`created: false`; the newest, when reopening
+    /// left several) and changes nothing. With an
     /// idempotency key already used, returns the first call's result (`replayed: true`).
     async fn create(&self, new: NewCase, meta: &WriteMeta) -> Result<WriteOutcome, StoreError>;
 
@@ -354,14 +365,49 @@ pub trait CaseWrite: Send + Sync {
         meta: &WriteMeta,
     ) -> Result<WriteOutcome, StoreError>;
 
-    /// Removes a delivered case event from the outbox; false when it was not there.
+    /// Removes a delivered case event from the outbox, with its delivery records, in one
+    /// transaction; false when it was not there.
     async fn ack_event(&self, event_id: u64) -> Result<bool, StoreError>;
 
     /// Waits until everything committed so far is on disk.
     async fn flush(&self) -> Result<(), StoreError>;
 }
 
-/// A full case store.
-pub trait Store: CaseRead + CaseWrite {}
+/// One playbook started for one case event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The case event.
+    pub event_id: u64,
+    /// The playbook it started.
+    pub playbook: String,
+    /// The run that playbook started as.
+    pub run_id: String,
+}
 
-impl<T: CaseRead + CaseWrite + ?Sized> Store for T {}
+/// The engine's once-only bookkeeping: incoming events by their key, and case-event
+/// deliveries by (event, playbook). Under [`Durability::Strict`] a record is on disk
+/// before the call returns, so a crash after it cannot run the same thing twice.
+#[async_trait]
+pub trait Inbox: Send + Sync {
+    /// Records an incoming event under `key` (such as `okta:<uuid>`) received at `at`.
+    /// True when the key is new; false for a duplicate delivery, which must not run.
+    async fn record_incoming(&self, key: &str, at: Timestamp) -> Result<bool, StoreError>;
+
+    /// Records that `playbook` starts as run `run_id` for the case event `event_id`.
+    /// False when that playbook was already started for that event (it must not start
+    /// again). The records go when the event is acknowledged ([`CaseWrite::ack_event`]).
+    async fn start_delivery(
+        &self,
+        event_id: u64,
+        playbook: &str,
+        run_id: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// The playbooks already started for a pending case event.
+    async fn deliveries(&self, event_id: u64) -> Result<Vec<Delivery>, StoreError>;
+}
+
+/// A full case store.
+pub trait Store: CaseRead + CaseWrite + Inbox {}
+
+impl<T: CaseRead + CaseWrite + Inbox + ?Sized> Store for T {}

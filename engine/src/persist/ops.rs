@@ -146,6 +146,23 @@ pub(crate) fn check_schema(kv: &dyn KvRead) -> Result<WriteSet, StoreError> {
                     ),
                 });
             }
+            if version < keys::OLDEST_UPGRADABLE_VERSION {
+                return Err(StoreError::Corrupt {
+                    path: kv.path().to_path_buf(),
+                    detail: format!(
+                        "schema version {version} is older than this engine can upgrade ({}); use another data dir",
+                        keys::OLDEST_UPGRADABLE_VERSION
+                    ),
+                });
+            }
+            if version < keys::SCHEMA_VERSION {
+                // Versions 1 -> 2 only added trees, which start empty: no key changes.
+                ws.put(
+                    Tree::Meta,
+                    keys::META_SCHEMA_VERSION,
+                    keys::SCHEMA_VERSION.to_be_bytes().to_vec(),
+                );
+            }
         }
     }
     Ok(ws)
@@ -397,7 +414,7 @@ pub(crate) fn plan_update(
     Ok((ws, out))
 }
 
-/// Plans removing a delivered event.
+/// Plans removing a delivered event together with its delivery records.
 pub(crate) fn plan_ack(kv: &dyn KvRead, event_id: u64) -> Result<(WriteSet, bool), StoreError> {
     let key = keys::event_key(event_id);
     let mut ws = WriteSet::default();
@@ -405,7 +422,77 @@ pub(crate) fn plan_ack(kv: &dyn KvRead, event_id: u64) -> Result<(WriteSet, bool
     if present {
         ws.del(Tree::EventidCaseevent, key);
     }
+    for entry in delivery_scan(kv, event_id) {
+        let (k, _) = entry?;
+        ws.del(Tree::EventplaybookRunid, k);
+    }
     Ok((ws, present))
+}
+
+/// Delivery records of one case event.
+fn delivery_scan(kv: &dyn KvRead, event_id: u64) -> KvIter<'_> {
+    let prefix = keys::event_key(event_id).to_vec();
+    let hi = keys::prefix_end(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
+    kv.range(Tree::EventplaybookRunid, Bound::Included(prefix), hi, false)
+}
+
+/// Plans recording an incoming event key; the bool says whether it is new.
+pub(crate) fn plan_record_incoming(
+    kv: &dyn KvRead,
+    key: &str,
+    at: Timestamp,
+) -> Result<(WriteSet, bool), StoreError> {
+    let k = keys::inbox_key(key);
+    let mut ws = WriteSet::default();
+    if kv.get(Tree::EventkeyReceivedat, &k)?.is_some() {
+        return Ok((ws, false));
+    }
+    ws.put(Tree::EventkeyReceivedat, k, at.to_key_bytes().to_vec());
+    Ok((ws, true))
+}
+
+/// Plans recording that `playbook` starts as `run_id` for case event `event_id`; the bool
+/// says whether it is new (false: that playbook already started for that event).
+pub(crate) fn plan_start_delivery(
+    kv: &dyn KvRead,
+    event_id: u64,
+    playbook: &str,
+    run_id: &str,
+) -> Result<(WriteSet, bool), StoreError> {
+    let k = keys::delivery_key(event_id, playbook);
+    let mut ws = WriteSet::default();
+    if kv.get(Tree::EventplaybookRunid, &k)?.is_some() {
+        return Ok((ws, false));
+    }
+    ws.put(Tree::EventplaybookRunid, k, run_id.as_bytes().to_vec());
+    Ok((ws, true))
+}
+
+/// The playbooks already started for a case event, with their run ids.
+pub(crate) fn deliveries(
+    kv: &dyn KvRead,
+    event_id: u64,
+) -> Result<Vec<super::Delivery>, StoreError> {
+    let mut out = Vec::new();
+    for entry in delivery_scan(kv, event_id) {
+        let (k, v) = entry?;
+        let bad = || {
+            corrupt(
+                kv.path(),
+                Tree::EventplaybookRunid,
+                &k,
+                "bad delivery record",
+            )
+        };
+        let name = k.get(8..).and_then(keys::single_str).ok_or_else(bad)?;
+        let run_id = String::from_utf8(v.clone()).map_err(|_| bad())?;
+        out.push(super::Delivery {
+            event_id,
+            playbook: name,
+            run_id,
+        });
+    }
+    Ok(out)
 }
 
 /// Undelivered events, oldest first.
@@ -807,6 +894,24 @@ pub(crate) fn check(kv: &dyn KvRead) -> Result<Vec<String>, StoreError> {
                 }
             }
             Err(e) => problems.push(e.to_string()),
+        }
+    }
+    for entry in kv.range(
+        Tree::EventplaybookRunid,
+        Bound::Unbounded,
+        Bound::Unbounded,
+        false,
+    ) {
+        let (k, _) = entry?;
+        let pending = match k.get(..8) {
+            Some(id) => kv.get(Tree::EventidCaseevent, id)?.is_some(),
+            None => false,
+        };
+        if !pending {
+            problems.push(format!(
+                "tree `{}`: delivery record {k:?} for an event that is not in the outbox",
+                Tree::EventplaybookRunid.name()
+            ));
         }
     }
     for entry in kv.range(

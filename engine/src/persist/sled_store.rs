@@ -11,7 +11,10 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use super::keys::{self, Tree, TREE_COUNT};
 use super::ops::{self, KvIter, KvRead, WriteSet};
-use super::{CaseQuery, CaseRead, CaseWrite, Durability, StoreError, WriteMeta, WriteOutcome};
+use super::{
+    CaseQuery, CaseRead, CaseWrite, Delivery, Durability, Inbox, StoreError, WriteMeta,
+    WriteOutcome,
+};
 use crate::cases::{Case, CaseChange, CaseEvent, CaseId, NewCase, Timestamp};
 
 struct SledKv {
@@ -80,17 +83,12 @@ impl SledKv {
         if ws.ops.is_empty() {
             return Ok(());
         }
-        let t = &self.trees;
-        let trees = (
-            &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8], &t[9], &t[10], &t[11],
-            &t[12],
-        );
-        let result: Result<(), TransactionError<()>> = trees.transaction(|v| {
-            let views = [
-                &v.0, &v.1, &v.2, &v.3, &v.4, &v.5, &v.6, &v.7, &v.8, &v.9, &v.10, &v.11, &v.12,
-            ];
+        let trees: &[sled::Tree] = &self.trees;
+        let result: Result<(), TransactionError<()>> = trees.transaction(|views| {
             for (tree, key, value) in &ws.ops {
-                let view = views[tree.index()];
+                let Some(view) = views.get(tree.index()) else {
+                    return Err(ConflictableTransactionError::Abort(()));
+                };
                 match value {
                     Some(val) => {
                         view.insert(key.as_slice(), val.as_slice())?;
@@ -248,5 +246,27 @@ impl CaseWrite for SledStore {
             .await
             .map(|_| ())
             .map_err(|e| sled_error(&self.kv.path, e))
+    }
+}
+
+#[async_trait]
+impl Inbox for SledStore {
+    async fn record_incoming(&self, key: &str, at: Timestamp) -> Result<bool, StoreError> {
+        self.write(|kv| ops::plan_record_incoming(kv, key, at))
+            .await
+    }
+
+    async fn start_delivery(
+        &self,
+        event_id: u64,
+        playbook: &str,
+        run_id: &str,
+    ) -> Result<bool, StoreError> {
+        self.write(|kv| ops::plan_start_delivery(kv, event_id, playbook, run_id))
+            .await
+    }
+
+    async fn deliveries(&self, event_id: u64) -> Result<Vec<Delivery>, StoreError> {
+        ops::deliveries(&self.kv, event_id)
     }
 }

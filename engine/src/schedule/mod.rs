@@ -16,8 +16,9 @@ use minijinja::Value as MjValue;
 use rand::Rng;
 use serde_json::Value;
 
-use crate::cases::Actor;
+use crate::cases::{Actor, Case, CaseChange, CaseEvent, CaseId, Timestamp};
 use crate::compile::{Bundle, Plan};
+use crate::persist::WriteMeta;
 use crate::report::{RunReport, RunStatus};
 use crate::step::Services;
 pub use executor::{execute, RunInput};
@@ -54,11 +55,77 @@ impl Engine {
     }
 
     /// Run the playbooks an outside event starts, then every playbook the case events they
-    /// cause start, until no case event is left. Returns every run, in order.
+    /// cause start, until no case event is left. Returns every run, in order. The event
+    /// always runs; see [`Engine::handle_once`] for deduplicated delivery.
     pub async fn handle(&self, source: &str, event: Value) -> Result<Vec<RunReport>, crate::Error> {
-        let mut reports = self.dispatch_at(source, event, None, 0).await;
-        reports.extend(self.drain_case_events().await?);
-        Ok(reports)
+        Ok(self.handle_once(source, event, None).await?.runs)
+    }
+
+    /// Like [`Engine::handle`], but with a dedup key (see [`dedup_key`]) the event runs only
+    /// the first time the store sees that key: the key is recorded durably before anything
+    /// runs, and a later delivery with the same key is reported as a duplicate and runs
+    /// nothing. Without a key, or without a store, the event always runs.
+    pub async fn handle_once(
+        &self,
+        source: &str,
+        event: Value,
+        dedup_key: Option<&str>,
+    ) -> Result<Handled, crate::Error> {
+        if let (Some(key), Some(store)) = (dedup_key, &self.services.store) {
+            if !store.record_incoming(key, self.now()).await? {
+                tracing::info!(%key, "duplicate event skipped");
+                return Ok(Handled {
+                    duplicate: true,
+                    runs: Vec::new(),
+                });
+            }
+        }
+        let mut runs = self.dispatch_at(source, event, None, 0).await;
+        runs.extend(self.drain_case_events().await?);
+        Ok(Handled {
+            duplicate: false,
+            runs,
+        })
+    }
+
+    /// The SLA watcher: marks every open case whose SLA was due at or before `now` as
+    /// breached (one `case.sla_breached` per case, also for deadlines that passed while
+    /// the engine was stopped), then delivers the case events that causes.
+    pub async fn check_sla(&self, now: Timestamp) -> Result<SlaSweep, crate::Error> {
+        let mut sweep = SlaSweep::default();
+        let Some(store) = self.services.store.clone() else {
+            return Ok(sweep);
+        };
+        let mut failed = std::collections::HashSet::new();
+        loop {
+            let due: Vec<Case> = store
+                .sla_due(now, 64 + failed.len())
+                .await?
+                .into_iter()
+                .filter(|c| !failed.contains(&c.id))
+                .collect();
+            if due.is_empty() {
+                break;
+            }
+            for c in due {
+                let meta = WriteMeta::new(Actor::System, now);
+                match store
+                    .update(c.id, vec![CaseChange::MarkSlaBreached], &meta)
+                    .await
+                {
+                    Ok(out) if !out.events.is_empty() => sweep.breached.push(c.id),
+                    Ok(_) => {}
+                    Err(e) => {
+                        // One case that cannot be changed must not stop the others; it
+                        // is tried again on the next sweep.
+                        tracing::error!(case = %c.id, error = %e, "could not mark the SLA breached");
+                        failed.insert(c.id);
+                    }
+                }
+            }
+        }
+        sweep.runs = self.drain_case_events().await?;
+        Ok(sweep)
     }
 
     /// Deliver pending case events to the playbooks they trigger, until none is left.
@@ -74,23 +141,63 @@ impl Engine {
                 return Ok(reports);
             }
             for ev in pending {
-                let depth = match &ev.actor {
-                    Actor::Playbook { run_id, .. } => self.depth_of(run_id) + 1,
-                    _ => 1,
-                };
-                let payload = ev.to_payload();
-                let case = serde_json::to_value(&ev.case).ok();
-                if depth > self.max_depth {
-                    reports.extend(self.loop_guard(&ev, depth).await);
-                } else {
-                    reports.extend(
-                        self.dispatch_at(ev.kind.as_str(), payload, case, depth)
-                            .await,
-                    );
-                }
+                reports.extend(self.deliver_case_event(&ev).await?);
                 store.ack_event(ev.id).await?;
             }
         }
+    }
+
+    /// Start the playbooks one case event triggers and wait for them, without
+    /// acknowledging the event (the dispatcher, [`Engine::drain_case_events`], does that
+    /// next). Each (event, playbook) pair is recorded in the store before its run starts,
+    /// so a redelivery after a crash between the runs and the acknowledgement skips the
+    /// playbooks already started: a pair never runs twice.
+    pub async fn deliver_case_event(&self, ev: &CaseEvent) -> Result<Vec<RunReport>, crate::Error> {
+        let depth = match &ev.actor {
+            Actor::Playbook { run_id, .. } => self.depth_of(run_id) + 1,
+            _ => 1,
+        };
+        let payload = ev.to_payload();
+        let (plans, errors) = self.matching(ev.kind.as_str(), &payload);
+        for (playbook, e) in &errors {
+            tracing::warn!(%playbook, error = %e, "trigger could not be evaluated");
+        }
+        let mut starts = Vec::with_capacity(plans.len());
+        for plan in plans {
+            let run_id = new_run_id();
+            if let Some(store) = &self.services.store {
+                if !store.start_delivery(ev.id, &plan.name, &run_id).await? {
+                    tracing::info!(
+                        event = ev.id,
+                        playbook = %plan.name,
+                        "case event already delivered to this playbook; not running it again"
+                    );
+                    continue;
+                }
+            }
+            starts.push((plan, run_id));
+        }
+        if starts.is_empty() {
+            return Ok(Vec::new());
+        }
+        if depth > self.max_depth {
+            return Ok(self.loop_guard(ev, depth, starts).await);
+        }
+        let case = serde_json::to_value(&ev.case).ok();
+        Ok(self
+            .run_plans(starts, ev.kind.as_str(), payload, case, depth)
+            .await)
+    }
+
+    fn now(&self) -> Timestamp {
+        let ms = self
+            .services
+            .clock
+            .now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        Timestamp::from_unix_millis(ms).unwrap_or_else(|_| Timestamp::now())
     }
 
     fn depth_of(&self, run_id: &str) -> u32 {
@@ -102,33 +209,37 @@ impl Engine {
     }
 
     /// Too deep: fail the runs the event would start, and say so on the case.
-    async fn loop_guard(&self, ev: &crate::cases::CaseEvent, depth: u32) -> Vec<RunReport> {
-        let (plans, _) = self.matching(ev.kind.as_str(), &ev.to_payload());
-        if plans.is_empty() {
-            return Vec::new();
-        }
-        let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+    async fn loop_guard(
+        &self,
+        ev: &CaseEvent,
+        depth: u32,
+        starts: Vec<(Arc<Plan>, String)>,
+    ) -> Vec<RunReport> {
+        let names: Vec<&str> = starts.iter().map(|(p, _)| p.name.as_str()).collect();
         let message = format!(
-            "loop guard: `{}` on {} would start {} at depth {depth}, beyond the limit of {} (a playbook keeps re-triggering itself through case events)",
+            "loop guard: `{}` on {} would start {} at depth {depth}, beyond the limit of {} (a playbook keeps re-triggering itself through case events; raise `engine.max_depth` only if the chain is meant to be this long)",
             ev.kind.as_str(),
             ev.case_id,
-            names.join(", "),
+            names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
             self.max_depth
         );
         tracing::error!(case = %ev.case_id, %message);
         if let Some(store) = &self.services.store {
-            let now = crate::cases::Timestamp::now();
-            let meta = crate::persist::WriteMeta::new(Actor::System, now);
-            let change = crate::cases::CaseChange::AddComment(message.clone());
+            let meta = WriteMeta::new(Actor::System, self.now());
+            let change = CaseChange::AddComment(message.clone());
             if let Err(e) = store.update(ev.case_id, vec![change], &meta).await {
                 tracing::error!(error = %e, "could not record the loop guard on the case");
             }
         }
         let started = executor::rfc3339(self.services.clock.now());
-        plans
-            .iter()
-            .map(|p| RunReport {
-                run_id: new_run_id(),
+        starts
+            .into_iter()
+            .map(|(p, run_id)| RunReport {
+                run_id,
                 playbook: p.name.clone(),
                 trigger: ev.kind.as_str().to_string(),
                 status: RunStatus::Failed,
@@ -195,10 +306,24 @@ impl Engine {
         for (playbook, e) in &errors {
             tracing::warn!(%playbook, error = %e, "trigger could not be evaluated");
         }
+        let starts = plans.into_iter().map(|p| (p, new_run_id())).collect();
+        self.run_plans(starts, source, event, case, depth).await
+    }
+
+    /// Runs each plan under its run id, concurrently except where concurrency keys say
+    /// otherwise, and waits for all of them.
+    async fn run_plans(
+        &self,
+        starts: Vec<(Arc<Plan>, String)>,
+        source: &str,
+        event: Value,
+        case: Option<Value>,
+        depth: u32,
+    ) -> Vec<RunReport> {
         let mut set = tokio::task::JoinSet::new();
-        for plan in plans {
+        for (plan, run_id) in starts {
             let input = RunInput {
-                run_id: new_run_id(),
+                run_id,
                 trigger: source.to_string(),
                 event: event.clone(),
                 case: case.clone(),
@@ -256,6 +381,33 @@ impl Engine {
                 Some(format!("{}:<unrenderable>", plan.name))
             }
         }
+    }
+}
+
+/// What [`Engine::handle_once`] did with one incoming event.
+#[derive(Debug, Default)]
+pub struct Handled {
+    /// The event's dedup key was seen before: nothing ran.
+    pub duplicate: bool,
+    /// Every run it caused, in order.
+    pub runs: Vec<RunReport>,
+}
+
+/// What one [`Engine::check_sla`] sweep did.
+#[derive(Debug, Default)]
+pub struct SlaSweep {
+    /// The cases marked breached, in deadline order.
+    pub breached: Vec<CaseId>,
+    /// The runs their `case.sla_breached` events (and what those caused) started.
+    pub runs: Vec<RunReport>,
+}
+
+/// The dedup key of an incoming event: `<source>:<uuid>` when the event has a non-empty
+/// string `uuid` (Okta System Log events do), else `None` (such events always run).
+pub fn dedup_key(source: &str, event: &Value) -> Option<String> {
+    match event.get("uuid") {
+        Some(Value::String(u)) if !u.trim().is_empty() => Some(format!("{source}:{}", u.trim())),
+        _ => None,
     }
 }
 

@@ -1,0 +1,267 @@
+//! The case store through the real binary: running the samples twice on one data dir,
+//! and `engine cases list|show|update` after a run.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn engine(args: &[&str], data: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_engine"))
+        .current_dir(repo())
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .expect("engine runs")
+}
+
+fn ok_json(o: Output) -> Value {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stderr: {}\nstdout: {}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    serde_json::from_slice(&o.stdout).expect("--json prints JSON")
+}
+
+fn run_samples(data: &Path) -> Value {
+    ok_json(engine(
+        &["run", "playbooks/iam.yaml", "--json", "--seed", "7"],
+        data,
+    ))
+}
+
+fn list(data: &Path, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["cases", "list", "--json"];
+    args.extend_from_slice(extra);
+    match ok_json(engine(&args, data)) {
+        Value::Array(a) => a,
+        other => panic!("not a list: {other:#}"),
+    }
+}
+
+fn show(data: &Path, id: &str) -> Value {
+    ok_json(engine(&["cases", "show", id, "--json"], data))
+}
+
+fn with_observable<'a>(cases: &'a [Value], value: &str) -> &'a Value {
+    cases
+        .iter()
+        .find(|c| {
+            c["observables"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|o| o["value"] == value))
+        })
+        .unwrap_or_else(|| panic!("no case with {value}: {cases:#?}"))
+}
+
+fn sample_uuids() -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(repo().join("playbooks/samples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let events = match &v {
+            Value::Array(a) => a.clone(),
+            Value::Object(m) => match m.get("data").and_then(|d| d.get("events")) {
+                Some(Value::Array(a)) => a.clone(),
+                _ => vec![v.clone()],
+            },
+            _ => Vec::new(),
+        };
+        n += events
+            .iter()
+            .filter(|e| e["uuid"].as_str().is_some_and(|u| !u.is_empty()))
+            .count();
+    }
+    n
+}
+
+#[test]
+fn running_the_samples_twice_opens_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = run_samples(dir.path());
+    assert_eq!(first["duplicates"], 0);
+    assert_eq!(first["cases"].as_array().unwrap().len(), 3);
+    let before = list(dir.path(), &["--limit", "100"]);
+    assert_eq!(before.len(), 3);
+    let notes = std::fs::read_to_string(dir.path().join("notifications.jsonl")).unwrap();
+
+    let second = run_samples(dir.path());
+    assert!(second["runs"].as_array().unwrap().is_empty(), "{second:#}");
+    assert!(second["cases"].as_array().unwrap().is_empty(), "{second:#}");
+    assert!(second["notifications"].as_array().unwrap().is_empty());
+    let expected = sample_uuids();
+    assert!(expected > 0);
+    assert_eq!(second["duplicates"], expected);
+    // Not one byte of any case changed, and nobody was notified again.
+    assert_eq!(list(dir.path(), &["--limit", "100"]), before);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("notifications.jsonl")).unwrap(),
+        notes
+    );
+
+    // The readable summary says so too.
+    let o = engine(&["run", "playbooks/iam.yaml", "--seed", "7"], dir.path());
+    assert_eq!(o.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("skipped: duplicate"), "{text}");
+    assert!(
+        text.contains(&format!("({expected} duplicate(s) skipped)")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_person_moving_a_case_to_in_progress_fires_the_assignment() {
+    let dir = tempfile::tempdir().unwrap();
+    run_samples(dir.path());
+    let open = list(dir.path(), &["--state", "new"]);
+    let case = with_observable(&open, "45.33.32.156");
+    let id = case["id"].as_str().unwrap().to_string();
+    assert!(case["assignee"].is_null());
+
+    let out = ok_json(engine(
+        &[
+            "cases",
+            "update",
+            &id,
+            "--state",
+            "in_progress",
+            "--as",
+            "pat.person",
+            "--playbooks",
+            "playbooks/iam.yaml",
+            "--json",
+        ],
+        dir.path(),
+    ));
+    let runs = out["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(runs[0]["playbook"], "iam-state-changed");
+    assert_eq!(runs[0]["status"], "succeeded", "{:#}", runs[0]);
+
+    let after = show(dir.path(), &id);
+    assert_eq!(after["state"], "in_progress");
+    let assignee = after["assignee"].as_str().expect("assigned");
+    assert!(
+        [
+            "dana.analyst@acme.example",
+            "eli.analyst@acme.example",
+            "fay.analyst@acme.example"
+        ]
+        .contains(&assignee),
+        "{assignee}"
+    );
+    let timeline = after["timeline"].as_array().unwrap();
+    let moved = timeline
+        .iter()
+        .find(|t| t["kind"] == "state_changed")
+        .expect("state change on the timeline");
+    assert_eq!(moved["actor"]["type"], "person");
+    assert_eq!(moved["actor"]["name"], "pat.person");
+    let assigned = timeline
+        .iter()
+        .find(|t| t["kind"] == "assigned")
+        .expect("assignment on the timeline");
+    assert_eq!(assigned["actor"]["playbook"], "iam-state-changed");
+    let notes = out["notifications"].as_array().unwrap();
+    assert!(notes
+        .iter()
+        .any(|n| n["to"].as_array().unwrap().contains(&Value::from(assignee))));
+}
+
+#[test]
+fn invalid_changes_and_unknown_ids_are_clear_errors_that_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    run_samples(dir.path());
+    let resolved = list(dir.path(), &["--state", "resolved"]);
+    let case = with_observable(&resolved, "192.0.2.10");
+    let id = case["id"].as_str().unwrap().to_string();
+    let before = list(dir.path(), &["--limit", "100"]);
+
+    let o = engine(
+        &[
+            "cases",
+            "update",
+            &id,
+            "--state",
+            "on_hold",
+            "--comment",
+            "should not land",
+            "--playbooks",
+            "playbooks/iam.yaml",
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("cannot move {id} from `resolved` to `on_hold`")),
+        "{err}"
+    );
+
+    let o = engine(
+        &["cases", "update", "CASE-999999", "--state", "in_progress"],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("CASE-999999 not found"), "{err}");
+
+    let o = engine(&["cases", "show", "CASE-999999"], dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no case CASE-999999"));
+
+    let o = engine(
+        &["cases", "update", "not-a-case", "--state", "closed"],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("invalid case id `not-a-case`"));
+
+    let o = engine(&["cases", "update", &id, "--state", "sideways"], dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("invalid state `sideways`"));
+
+    assert_eq!(list(dir.path(), &["--limit", "100"]), before);
+}
+
+#[test]
+fn cases_list_and_show_print_json() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(list(dir.path(), &[]).is_empty());
+    run_samples(dir.path());
+    let all = list(dir.path(), &[]);
+    assert_eq!(all.len(), 3);
+    // Newest first.
+    let ids: Vec<&str> = all.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(ids, sorted);
+
+    let critical = list(dir.path(), &["--severity", "critical"]);
+    assert_eq!(critical.len(), 1);
+    assert_eq!(critical[0]["state"], "in_progress");
+    let assignee = critical[0]["assignee"].as_str().unwrap();
+    assert_eq!(list(dir.path(), &["--assignee", assignee]).len(), 1);
+    assert_eq!(list(dir.path(), &["--limit", "1"]).len(), 1);
+
+    let id = critical[0]["id"].as_str().unwrap();
+    let one = show(dir.path(), id);
+    assert_eq!(one, critical[0]);
+    assert!(!one["timeline"].as_array().unwrap().is_empty());
+
+    let o = engine(&["cases", "list", "--state", "open-ish"], dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("invalid state `open-ish`"));
+}
