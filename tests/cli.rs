@@ -379,3 +379,32 @@ fn every_step_example_is_valid() {
         }
     }
 }
+
+#[test]
+fn store_check_reports_a_consistent_store_and_refuses_a_missing_one() {
+    let dir = workspace(EXTRACT);
+    let data = dir.path().join("data");
+    let o = run(&[
+        "run",
+        dir.path().join("p.yaml").to_str().unwrap(),
+        "--event",
+        okta_fixtures()
+            .join("okta-docs-logevent-user.lifecycle.deactivate.json")
+            .to_str()
+            .unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = run(&["store", "check", "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("is consistent"));
+    let o = run(&[
+        "store",
+        "check",
+        "--data-dir",
+        dir.path().join("nope").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no store at"));
+}

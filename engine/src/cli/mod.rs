@@ -72,6 +72,11 @@ enum Command {
         #[command(subcommand)]
         command: CasesCommand,
     },
+    /// Maintain the store.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Print the JSON Schema of the playbook format.
     Schema,
     /// List the step types with their inputs and an example each.
@@ -136,6 +141,15 @@ enum CasesCommand {
         config: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreCommand {
+    /// Check that every index entry points at a case that has it, and every case is indexed.
+    Check {
+        #[arg(long, default_value = ".caseflow")]
+        data_dir: PathBuf,
     },
 }
 
@@ -297,6 +311,27 @@ fn run(cli: Cli, registry: Registry) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Cases { command } => cases::run(command, registry),
+        Command::Store {
+            command: StoreCommand::Check { data_dir },
+        } => {
+            if !data_dir.exists() {
+                return Err(format!("no store at `{}`", data_dir.display()));
+            }
+            let store = open_store(&data_dir)?;
+            let problems = runtime()?
+                .block_on(store.check())
+                .map_err(|e| e.to_string())?;
+            if problems.is_empty() {
+                println!("ok: store at `{}` is consistent", data_dir.display());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for p in &problems {
+                    println!("problem: {p}");
+                }
+                println!("{} problem(s) in `{}`", problems.len(), data_dir.display());
+                Ok(ExitCode::from(1))
+            }
+        }
         Command::Schema => {
             let schema = crate::schema::playbook_schema(&registry);
             println!(
