@@ -7,7 +7,7 @@
 //! channels (Slack, webhook, ...) and records each attempt's outcome as a [`Delivery`] with
 //! [`Outbox::record`] (appended to `deliveries.jsonl`, the latest record per notification
 //! and channel wins). Anything not yet delivered is listed by [`Outbox::pending`], which the
-//! steps crate's `deliver_pending` works through later (`engine serve` calls it
+//! steps crate's `deliver_pending` works through later (`engine serve` is to call it
 //! periodically). Both files are append-only JSON lines, re-read on every `pending`, so one
 //! process can deliver what another queued; a line torn by a crash is skipped.
 //!

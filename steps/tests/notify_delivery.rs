@@ -393,3 +393,35 @@ async fn the_secret_url_never_reaches_errors_outputs_the_outbox_or_logs() {
         assert!(!t.contains(TOKEN), "secret leaked: {t}");
     }
 }
+
+/// The "going live" example of `docs/configuration.md` parses for every section the steps
+/// read (with its `${VAR}`s filled in).
+#[test]
+fn the_documented_live_config_is_valid() {
+    let doc = include_str!("../../docs/configuration.md");
+    let start = doc
+        .find("## Example: going live")
+        .and_then(|i| doc[i..].find("```yaml").map(|j| i + j + "```yaml".len()))
+        .unwrap_or_else(|| panic!("no example"));
+    let end = doc[start..]
+        .find("```")
+        .map(|j| start + j)
+        .unwrap_or_else(|| panic!("unterminated example"));
+    let mut config: Value =
+        engine::load::yaml::from_str(&doc[start..end]).unwrap_or_else(|e| panic!("{e}"));
+    let mut vars = Vec::new();
+    engine::config::expand_env(&mut config, &mut vars);
+    assert!(vars.contains(&"SLACK_WEBHOOK_URL".to_string()), "{vars:?}");
+    // Stand-ins for the environment.
+    config["okta"]["token"] = json!("t0ken");
+    config["intel"]["abuseipdb"]["key"] = json!("k1234");
+    config["intel"]["virustotal"]["key"] = json!("k5678");
+    config["intel"]["greynoise"]["key"] = json!("k9012");
+    config["notify"]["slack"]["webhook_url"] = json!("https://hooks.slack.com/services/T/B/x");
+    steps::notify::NotifyConfig::from_config(&config).unwrap_or_else(|e| panic!("{e}"));
+    steps::intel::IntelConfig::from_config(&config).unwrap_or_else(|e| panic!("{e}"));
+    steps::okta::OktaConfig::from_config(&config).unwrap_or_else(|e| panic!("{e:?}"));
+    steps::net::ClientConfig::from_config(&config).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config["engine"]["max_depth"], 8);
+    assert_eq!(config["teams"]["soc"].as_array().map(Vec::len), Some(3));
+}

@@ -13,7 +13,8 @@
 //! | other 4xx, destination refused by the guard | `rejected`  | no: a person has to look    |
 //!
 //! [`deliver_pending`] runs one pass over everything the outbox still owes; `engine serve`
-//! calls it periodically (every 30 s is plenty), and an embedder can call it from a timer.
+//! is to call it periodically (every 30 s is plenty), and an embedder can call it from a
+//! timer. `engine run` does not: what a one-shot run could not deliver waits for a pass.
 //! Every request goes through [`GuardedClient`]; no error text holds a secret URL.
 
 use std::sync::Arc;
@@ -312,7 +313,7 @@ impl Deliverer {
 
 /// One pass over every notification `outbox` still owes Slack or the webhook, with the
 /// channels and HTTP client of `config` (the whole config file). Call it again later for
-/// what is still `failed`: `engine serve` does, periodically. A config error delivers
+/// what is still `failed` (`engine serve` is to do so periodically). A config error delivers
 /// nothing and is returned.
 pub async fn deliver_pending(outbox: &Outbox, config: &Value) -> Result<PassReport, StepError> {
     let d = Deliverer::from_config(config)?;
