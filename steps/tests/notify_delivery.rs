@@ -3,11 +3,12 @@
 //! `deliver_pending`, 4xx not retried, `Idempotency-Key`, and the secret URL kept out of
 //! errors, outputs, the outbox and logs.
 
+#[path = "support/logs.rs"]
+mod logs;
 #[path = "support/cases.rs"]
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::notify::{DeliveryStatus, Outbox};
@@ -41,6 +42,11 @@ fn message() -> Value {
 
 fn slack_ok() -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_string("ok")
+}
+
+/// The step's error for one channel ("" when there is none).
+fn error_of<'a>(out: &'a Value, channel: &str) -> &'a str {
+    out["errors"][channel].as_str().unwrap_or_default()
 }
 
 fn status_of(outbox: &Outbox, id: &str, channel: &str) -> Option<DeliveryStatus> {
@@ -196,13 +202,7 @@ async fn a_long_retry_after_is_left_to_a_later_pass() {
     let h = Harness::new(slack_config(&server));
     let out = h.ok("notify", message()).await;
     assert_eq!(out["delivered"]["slack"], false);
-    assert!(
-        out["errors"]["slack"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("HTTP 429"),
-        "{out:#}"
-    );
+    assert!(error_of(&out, "slack").contains("HTTP 429"), "{out:#}");
     // The next pass does not knock before the hour is up (on the engine's clock).
     let deliverer = Deliverer::from_config(&h.config).unwrap_or_else(|e| panic!("{e}"));
     h.clock.advance(Duration::from_secs(3599));
@@ -242,10 +242,7 @@ async fn slack_5xx_is_delivered_by_a_later_pass_from_the_outbox_file() {
     assert_eq!(out["delivered"]["slack"], false);
     assert_eq!(out["delivered"]["outbox"], true);
     assert!(
-        out["errors"]["slack"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("HTTP 500 `rollup_error`"),
+        error_of(&out, "slack").contains("HTTP 500 `rollup_error`"),
         "{out:#}"
     );
     // Another process (engine serve) delivers it from the files.
@@ -281,10 +278,7 @@ async fn slack_4xx_is_not_retried() {
     let out = h.ok("notify", message()).await;
     assert_eq!(out["delivered"]["slack"], false);
     assert!(
-        out["errors"]["slack"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("HTTP 400 `invalid_payload`"),
+        error_of(&out, "slack").contains("HTTP 400 `invalid_payload`"),
         "{out:#}"
     );
     let id = out["id"].as_str().unwrap_or_default();
@@ -329,32 +323,9 @@ async fn webhook_posts_the_notification_with_an_idempotency_key() {
     assert_eq!(out["delivered"], json!({"webhook": true}), "{out:#}");
 }
 
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn the_secret_url_never_reaches_errors_outputs_the_outbox_or_logs() {
-    let logs = Buffer::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = logs::capture();
 
     let server = MockServer::start().await;
     Mock::given(path(SLACK_PATH))
@@ -386,8 +357,7 @@ async fn the_secret_url_never_reaches_errors_outputs_the_outbox_or_logs() {
     }
     assert!(texts[0].contains("destination not allowed"), "{}", texts[0]);
     assert!(texts[3].contains("no_service"), "{}", texts[3]);
-    let logs =
-        String::from_utf8_lossy(&logs.0.lock().unwrap_or_else(|p| p.into_inner())).to_string();
+    let logs = logs.text();
     assert!(logs.contains("notification"), "tracing saw nothing: {logs}");
     for t in texts.iter().chain([&logs]) {
         assert!(!t.contains(TOKEN), "secret leaked: {t}");
