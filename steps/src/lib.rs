@@ -4,6 +4,7 @@
 //! notification steps join this list as they are built; the engine itself knows none of them.
 
 pub mod cases;
+pub mod duration;
 pub mod http_request;
 pub mod intel;
 pub mod log;

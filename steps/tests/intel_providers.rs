@@ -2,6 +2,7 @@
 //! headers, error statuses, timeouts, malformed bodies, and keys kept out of messages.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
@@ -9,17 +10,21 @@ use serde_json::{json, Value};
 use steps::intel::abuseipdb::{self, AbuseIpDb};
 use steps::intel::greynoise::GreyNoise;
 use steps::intel::virustotal::{self, VirusTotal};
-use steps::intel::{ApiKey, Provider, ProviderError, ProviderVerdict, Verdict};
+use steps::intel::{Provider, ProviderError, ProviderVerdict, Verdict};
+use steps::net::{AllowList, ClientConfig, GuardedClient, Secret as ApiKey};
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const KEY: &str = "test-key-0123456789abcdef";
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_millis(500))
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"))
+/// The outbound guard, with the test server's address allowed.
+fn client() -> Arc<GuardedClient> {
+    let config = ClientConfig {
+        allow: AllowList::new(["127.0.0.1"]),
+        timeout: Duration::from_millis(500),
+        ..ClientConfig::default()
+    };
+    Arc::new(GuardedClient::new(config).unwrap_or_else(|e| panic!("{e}")))
 }
 
 fn url(server: &MockServer) -> Url {

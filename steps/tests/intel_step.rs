@@ -49,7 +49,7 @@ fn demo(name: &str) -> String {
 
 /// All three providers on `server`, plus the demo lists.
 fn config(server: &MockServer) -> Value {
-    json!({"intel": {
+    json!({"http": {"allow_hosts": ["127.0.0.1"]}, "intel": {
         "abuseipdb": {"url": server.uri(), "key": ABUSE_KEY},
         "virustotal": {"url": server.uri(), "key": VT_KEY},
         "greynoise": {"url": server.uri(), "key": GN_KEY},
@@ -425,7 +425,7 @@ async fn invalid_addresses_are_a_permanent_error_naming_them() {
 #[tokio::test]
 async fn config_problems_are_permanent_errors_naming_the_key() {
     let h = Harness::new(
-        json!({"intel": {
+        json!({"http": {"allow_hosts": ["127.0.0.1"]}, "intel": {
             "abuseipdb": {"key": ""},
             "lists": [{"path": "/nonexistent/list.netset", "verdict": "malicious"}],
         }}),
@@ -440,7 +440,7 @@ async fn config_problems_are_permanent_errors_naming_the_key() {
     );
 
     let h = Harness::new(
-        json!({"intel": {"lists": [{"path": "/nonexistent/list.netset", "verdict": "malicious"}]}}),
+        json!({"http": {"allow_hosts": ["127.0.0.1"]}, "intel": {"lists": [{"path": "/nonexistent/list.netset", "verdict": "malicious"}]}}),
         ManualClock::new(),
     );
     let e = h.error(&["8.8.8.8"]).await;
@@ -483,4 +483,28 @@ fn the_documented_example_is_valid() {
     if let Err(ds) = engine::compile::compile_sources(&[src], &registry) {
         panic!("{}", ds.iter().map(|d| d.to_string()).collect::<String>());
     }
+}
+
+#[tokio::test]
+async fn provider_urls_pass_the_outbound_guard() {
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .expect(0)
+        .mount(&server)
+        .await;
+    // The same providers without `http.allow_hosts`: 127.0.0.1 is refused before sending.
+    let mut cfg = config(&server);
+    if let Some(c) = cfg.as_object_mut() {
+        c.remove("http");
+    }
+    let h = Harness::new(cfg, ManualClock::new());
+    let out = h.output(&["8.8.8.8"]).await;
+    let r = result(&out, "8.8.8.8");
+    assert_eq!(r["verdict"], "unknown", "{r:#}");
+    let errors = r["errors"].to_string();
+    assert!(
+        errors.contains("destination not allowed") && errors.contains("abuseipdb"),
+        "{errors}"
+    );
 }

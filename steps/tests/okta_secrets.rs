@@ -1,11 +1,10 @@
 //! A configured Okta token never reaches logs (at TRACE), errors, step outputs or reports,
 //! while it is provably sent to Okta.
 
+#[path = "support/logs.rs"]
+mod logs;
 #[path = "net_support.rs"]
 mod support;
-
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use support::run_step_report;
@@ -14,29 +13,9 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const TOKEN: &str = "00SeCrEt-okta-token-4242";
 
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn the_token_never_appears_in_logs_errors_or_outputs() {
-    let logs = Buffer::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = logs::capture();
 
     let server = MockServer::start().await;
     let auth = format!("SSWS {TOKEN}");
@@ -99,7 +78,7 @@ async fn the_token_never_appears_in_logs_errors_or_outputs() {
     assert!(reports[1].steps[0].error.is_some());
     assert!(reports[2].steps[0].error.is_some());
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(
         logs.contains("okta response"),
         "TRACE logs were captured:\n{logs}"

@@ -16,12 +16,15 @@
 use std::net::IpAddr;
 
 use async_trait::async_trait;
-use reqwest::{Client, Url};
+use std::sync::Arc;
+
+use reqwest::Url;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::http::{self, ApiKey};
+use super::http;
 use super::{Provider, ProviderError, ProviderVerdict, Verdict};
+use crate::net::{GuardedClient, Secret};
 
 pub const DEFAULT_URL: &str = "https://api.abuseipdb.com";
 pub const NAME: &str = "abuseipdb";
@@ -43,15 +46,15 @@ impl Default for Thresholds {
 }
 
 pub struct AbuseIpDb {
-    client: Client,
+    client: Arc<GuardedClient>,
     url: Url,
-    key: ApiKey,
+    key: Secret,
     thresholds: Thresholds,
 }
 
 impl AbuseIpDb {
     /// `url` is the base (`https://api.abuseipdb.com`); the path is appended.
-    pub fn new(client: Client, url: Url, key: ApiKey, thresholds: Thresholds) -> Self {
+    pub fn new(client: Arc<GuardedClient>, url: Url, key: Secret, thresholds: Thresholds) -> Self {
         AbuseIpDb {
             client,
             url,
@@ -124,9 +127,7 @@ impl Provider for AbuseIpDb {
         url.query_pairs_mut()
             .append_pair("ipAddress", &ip.to_string())
             .append_pair("maxAgeInDays", "90");
-        let req = self
-            .client
-            .get(url)
+        let req = http::get(&self.client, url)?
             .header("Key", self.key.expose())
             .header(reqwest::header::ACCEPT, "application/json");
         let resp = http::send(req, &self.key).await?;

@@ -22,8 +22,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::http::ApiKey;
 use super::{abuseipdb, virustotal, Verdict};
+use crate::net::{ClientConfig, GuardedClient, Secret};
 
 /// Every problem found in the `intel` section, reported together.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,11 +42,11 @@ pub struct IntelConfig {
     #[serde(default)]
     pub lists: Vec<ListConfig>,
     /// How long a result is reused; `0s` turns the cache off.
-    #[serde(default = "default_cache_ttl", with = "duration")]
+    #[serde(default = "default_cache_ttl", with = "crate::duration")]
     pub cache_ttl: Duration,
     /// Whole-request timeout for each provider call (connect timeout is the smaller of this
     /// and 5 s).
-    #[serde(default = "default_timeout", with = "duration")]
+    #[serde(default = "default_timeout", with = "crate::duration")]
     pub timeout: Duration,
 }
 
@@ -55,7 +55,7 @@ pub struct IntelConfig {
 pub struct AbuseIpDbConfig {
     #[serde(default = "default_abuseipdb_url")]
     pub url: String,
-    pub key: ApiKey,
+    pub key: Secret,
     #[serde(default = "default_malicious_score")]
     pub malicious_score: u8,
     #[serde(default = "default_suspicious_score")]
@@ -67,7 +67,7 @@ pub struct AbuseIpDbConfig {
 pub struct VirusTotalConfig {
     #[serde(default = "default_virustotal_url")]
     pub url: String,
-    pub key: ApiKey,
+    pub key: Secret,
     #[serde(default = "default_malicious_engines")]
     pub malicious_engines: u32,
     #[serde(default = "default_suspicious_engines")]
@@ -80,7 +80,7 @@ pub struct GreyNoiseConfig {
     #[serde(default = "default_greynoise_url")]
     pub url: String,
     #[serde(default)]
-    pub key: Option<ApiKey>,
+    pub key: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,29 +131,6 @@ fn default_malicious_engines() -> u32 {
 }
 fn default_suspicious_engines() -> u32 {
     virustotal::Thresholds::default().suspicious_engines
-}
-
-/// Durations as humantime strings (`1h`, `30s`) or whole seconds.
-mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Secs(u64),
-        Text(String),
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        match Raw::deserialize(d)? {
-            Raw::Secs(s) => Ok(Duration::from_secs(s)),
-            Raw::Text(t) => humantime::parse_duration(t.trim()).map_err(|e| {
-                serde::de::Error::custom(format!("invalid duration `{t}` ({e}); e.g. `1h`"))
-            }),
-        }
-    }
 }
 
 impl IntelConfig {
@@ -260,16 +237,15 @@ impl IntelConfig {
         p
     }
 
-    /// The HTTP client used when none is injected: timeouts from this config, no redirects
-    /// (the providers' APIs never redirect; following one could leave the provider's host).
-    pub fn default_client(&self) -> Result<reqwest::Client, String> {
-        reqwest::Client::builder()
-            .timeout(self.timeout)
-            .connect_timeout(self.timeout.min(Duration::from_secs(5)))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("caseflow/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))
+    /// The guarded client used when the embedder put none in the services: config `http`
+    /// (allow list) with this section's timeout, and no redirects (the providers' APIs
+    /// never redirect; following one could leave the provider's host).
+    pub fn client(&self, config: &Value) -> Result<GuardedClient, crate::net::ConfigError> {
+        let mut c = ClientConfig::from_config(config)?;
+        c.timeout = self.timeout;
+        c.connect_timeout = self.timeout.min(Duration::from_secs(5));
+        c.max_redirects = 0;
+        GuardedClient::new(c)
     }
 }
 

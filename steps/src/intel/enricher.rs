@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use reqwest::Client;
 use serde::{Deserialize, Serialize};
 
 use super::cache::{TtlCache, DEFAULT_CAPACITY};
@@ -16,6 +15,7 @@ use super::http::base_url;
 use super::lists::LocalList;
 use super::scope::{classify, Scope};
 use super::{abuseipdb, combine, greynoise, virustotal, Provider, ProviderVerdict, Verdict};
+use crate::net::GuardedClient;
 
 /// Addresses enriched at the same time by [`Enricher::check_all`].
 const PARALLEL_IPS: usize = 4;
@@ -67,12 +67,12 @@ impl Enricher {
         }
     }
 
-    /// Build providers and load lists from the `intel` config. Every provider uses `client`
-    /// (inject the guarded client here); relative list paths are resolved against
+    /// Build providers and load lists from the `intel` config. Every provider sends through
+    /// `client`, the outbound guard; relative list paths are resolved against
     /// `base_dir`. Every problem (bad URL, unreadable list, bad list lines) is reported.
     pub fn from_config(
         cfg: &IntelConfig,
-        client: Client,
+        client: Arc<GuardedClient>,
         base_dir: &Path,
     ) -> Result<Enricher, ConfigError> {
         let mut problems = Vec::new();

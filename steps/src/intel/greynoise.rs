@@ -16,20 +16,23 @@
 use std::net::IpAddr;
 
 use async_trait::async_trait;
-use reqwest::{Client, StatusCode, Url};
+use std::sync::Arc;
+
+use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::http::{self, ApiKey};
+use super::http;
 use super::{Provider, ProviderError, ProviderVerdict, Verdict};
+use crate::net::{GuardedClient, Secret};
 
 pub const DEFAULT_URL: &str = "https://api.greynoise.io";
 pub const NAME: &str = "greynoise";
 
 pub struct GreyNoise {
-    client: Client,
+    client: Arc<GuardedClient>,
     url: Url,
-    key: Option<ApiKey>,
+    key: Option<Secret>,
 }
 
 #[derive(Deserialize)]
@@ -52,7 +55,7 @@ struct Body {
 
 impl GreyNoise {
     /// `url` is the base (`https://api.greynoise.io`); the path is appended.
-    pub fn new(client: Client, url: Url, key: Option<ApiKey>) -> Self {
+    pub fn new(client: Arc<GuardedClient>, url: Url, key: Option<Secret>) -> Self {
         GreyNoise { client, url, key }
     }
 }
@@ -65,11 +68,9 @@ impl Provider for GreyNoise {
 
     async fn check(&self, ip: IpAddr) -> Result<ProviderVerdict, ProviderError> {
         let url = http::join(&self.url, &["v3", "community", &ip.to_string()]);
-        let mut req = self
-            .client
-            .get(url)
-            .header(reqwest::header::ACCEPT, "application/json");
-        let no_key = ApiKey::default();
+        let mut req =
+            http::get(&self.client, url)?.header(reqwest::header::ACCEPT, "application/json");
+        let no_key = Secret::default();
         let key = self.key.as_ref().unwrap_or(&no_key);
         if !key.is_empty() {
             req = req.header("key", key.expose());

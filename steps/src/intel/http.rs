@@ -1,56 +1,14 @@
-//! What every HTTP provider shares: the API key as a secret, URL building, sending, reading a
+//! What every HTTP provider shares: URL building, sending, reading a
 //! bounded body, and turning error statuses into [`ProviderError`]s without leaking the key.
-
-use std::fmt;
 
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 
 use super::ProviderError;
+use crate::net::{GuardError, GuardedClient, Secret};
 
 /// Bodies larger than this are refused; a verdict never needs more.
 const MAX_BODY: usize = 2 * 1024 * 1024;
-
-/// An API key. `Debug` and `Display` never show it.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    pub fn new(key: impl Into<String>) -> Self {
-        ApiKey(key.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Replace every occurrence of the key in `text` (servers sometimes echo it back).
-    pub fn redact(&self, text: &str) -> String {
-        if self.0.len() < 4 {
-            // Too short to search for without mangling ordinary words.
-            return text.to_string();
-        }
-        text.replace(&self.0, "***")
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey(***)")
-    }
-}
-
-impl fmt::Display for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// Parse a base URL (`https://api.abuseipdb.com`, `http://127.0.0.1:8080/prefix`).
 pub fn base_url(s: &str) -> Result<Url, String> {
@@ -79,14 +37,29 @@ pub fn join(base: &Url, segments: &[&str]) -> Url {
     url
 }
 
-/// Send a request; transport failures become `Timeout` or `Network`.
-pub async fn send(req: RequestBuilder, key: &ApiKey) -> Result<Response, ProviderError> {
+/// Start a request through the outbound guard; a refused destination is a `Refused` error.
+pub fn get(client: &GuardedClient, url: Url) -> Result<RequestBuilder, ProviderError> {
+    client
+        .request(reqwest::Method::GET, url)
+        .map_err(|e| ProviderError::Refused(e.to_string()))
+}
+
+/// Send a request; transport failures become `Timeout`, `Refused` or `Network`.
+pub async fn send(req: RequestBuilder, key: &Secret) -> Result<Response, ProviderError> {
     req.send().await.map_err(|e| transport(e, key))
 }
 
-fn transport(e: reqwest::Error, key: &ApiKey) -> ProviderError {
+fn transport(e: reqwest::Error, key: &Secret) -> ProviderError {
     if e.is_timeout() {
         return ProviderError::Timeout;
+    }
+    // A name that resolves to a refused address, or a redirect to one.
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        if let Some(g) = s.downcast_ref::<GuardError>() {
+            return ProviderError::Refused(g.to_string());
+        }
+        source = s.source();
     }
     // The URL is left out: it names the provider, which the error entry already does.
     let e = e.without_url();
@@ -101,7 +74,7 @@ fn transport(e: reqwest::Error, key: &ApiKey) -> ProviderError {
 }
 
 /// Read the body, refusing bodies over [`MAX_BODY`].
-pub async fn body(mut resp: Response, key: &ApiKey) -> Result<Vec<u8>, ProviderError> {
+pub async fn body(mut resp: Response, key: &Secret) -> Result<Vec<u8>, ProviderError> {
     if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
         return Err(ProviderError::BadResponse("response body too large".into()));
     }
@@ -116,7 +89,7 @@ pub async fn body(mut resp: Response, key: &ApiKey) -> Result<Vec<u8>, ProviderE
 }
 
 /// Parse a JSON body into `T`; the error names the path of the bad field.
-pub fn json<T: DeserializeOwned>(body: &[u8], key: &ApiKey) -> Result<T, ProviderError> {
+pub fn json<T: DeserializeOwned>(body: &[u8], key: &Secret) -> Result<T, ProviderError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -134,7 +107,7 @@ pub fn status_error(
     status: StatusCode,
     retry_after: Option<u64>,
     detail: Option<String>,
-    key: &ApiKey,
+    key: &Secret,
 ) -> ProviderError {
     let code = status.as_u16();
     match code {
@@ -167,13 +140,6 @@ pub fn retry_after(resp: &Response) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_never_print() {
-        let k = ApiKey::new("s3cr3t-key");
-        assert_eq!(format!("{k:?} {k}"), "ApiKey(***) ***");
-        assert_eq!(k.redact("bad key s3cr3t-key!"), "bad key ***!");
-    }
 
     #[test]
     fn base_urls() {

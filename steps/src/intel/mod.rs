@@ -12,7 +12,7 @@
 //!    counts as `unknown` and leaves an entry in `errors` instead of failing the enrichment.
 //!
 //! Providers are built from the `intel:` section of the config ([`config::IntelConfig`]) with
-//! a `reqwest::Client` handed in by the caller, so the outbound-HTTP guard can be injected.
+//! the step's [`crate::net::GuardedClient`], so every provider URL passes the outbound guard.
 //! The `enrich.ip` step ([`step::EnrichIp`]) wraps an [`Enricher`].
 
 pub mod abuseipdb;
@@ -35,7 +35,6 @@ use serde_json::{Map, Value};
 
 pub use config::{ConfigError, IntelConfig};
 pub use enricher::{Enricher, IpResult, ProviderFailure};
-pub use http::ApiKey;
 pub use step::EnrichIp;
 
 /// One provider's opinion of an address, or the combined opinion of all of them.
@@ -129,6 +128,9 @@ pub enum ProviderError {
     Timeout,
     #[error("request failed: {0}")]
     Network(String),
+    /// The outbound guard refused the destination (config `http.allow_hosts` to allow it).
+    #[error("{0}")]
+    Refused(String),
     #[error("malformed response: {0}")]
     BadResponse(String),
 }

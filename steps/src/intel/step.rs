@@ -2,9 +2,10 @@
 //! GreyNoise (see [`crate::intel`]).
 //!
 //! The [`Enricher`] is built from `ctx.config()` on the first run and kept for the life of
-//! the step (lists are loaded once; the result cache lives in it). Not registered in
-//! `register_builtin` yet: the case-store wiring (enriching a case's observables and writing
-//! the verdicts back) comes with that registration.
+//! the step (lists are loaded once; the result cache lives in it). Every provider request
+//! goes through the outbound guard: the embedder's [`GuardedClient`] from the step services,
+//! else one built from config `http` with `intel.timeout`. Verdicts are written back onto a
+//! case with `cases.update` (observables with `verdict` and `enrichment`).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use tokio::sync::OnceCell;
 use super::config::IntelConfig;
 use super::enricher::{Enricher, IpResult};
 use super::{combine, Verdict};
+use crate::net::GuardedClient;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -38,7 +40,7 @@ pub struct Output {
 
 /// The `enrich.ip` step.
 pub struct EnrichIp {
-    client: Option<reqwest::Client>,
+    client: Option<Arc<GuardedClient>>,
     base_dir: Option<PathBuf>,
     enricher: OnceCell<Arc<Enricher>>,
 }
@@ -50,7 +52,8 @@ impl Default for EnrichIp {
 }
 
 impl EnrichIp {
-    /// Builds its own HTTP client from `intel.timeout` on the first run.
+    /// Uses the services' [`GuardedClient`], or builds one from config `http` and
+    /// `intel.timeout` on the first run.
     pub fn new() -> Self {
         EnrichIp {
             client: None,
@@ -59,9 +62,8 @@ impl EnrichIp {
         }
     }
 
-    /// Use `client` for every provider call: the injection point for the outbound-HTTP
-    /// guard. Its timeouts apply instead of `intel.timeout`.
-    pub fn with_client(client: reqwest::Client) -> Self {
+    /// Use `client` for every provider call. Its timeouts apply instead of `intel.timeout`.
+    pub fn with_client(client: Arc<GuardedClient>) -> Self {
         EnrichIp {
             client: Some(client),
             ..EnrichIp::new()
@@ -83,14 +85,19 @@ impl EnrichIp {
         }
     }
 
-    async fn enricher(&self, config: &Value) -> Result<Arc<Enricher>, StepError> {
+    async fn enricher(&self, ctx: &StepContext) -> Result<Arc<Enricher>, StepError> {
         self.enricher
             .get_or_try_init(|| async {
+                let config = ctx.config();
                 let cfg = IntelConfig::from_config(config)
                     .map_err(|e| StepError::permanent(format!("config: {e}")))?;
-                let client = match &self.client {
-                    Some(c) => c.clone(),
-                    None => cfg.default_client().map_err(StepError::permanent)?,
+                let client = match self
+                    .client
+                    .clone()
+                    .or_else(|| ctx.service::<GuardedClient>())
+                {
+                    Some(c) => c,
+                    None => Arc::new(cfg.client(config)?),
                 };
                 let base = self.base_dir.clone().unwrap_or_default();
                 // Lists can be large: read them off the async workers.
@@ -145,7 +152,7 @@ impl TypedStep for EnrichIp {
 
     async fn run(&self, input: Input, ctx: &StepContext) -> Result<Output, StepError> {
         let ips = parse_ips(&input.ips)?;
-        let enricher = self.enricher(ctx.config()).await?;
+        let enricher = self.enricher(ctx).await?;
         let results = enricher.check_all(&ips, ctx.now()).await;
         let verdict = combine(results.iter().map(|r| r.verdict));
         Ok(Output { results, verdict })

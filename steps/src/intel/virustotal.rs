@@ -16,12 +16,15 @@
 use std::net::IpAddr;
 
 use async_trait::async_trait;
-use reqwest::{Client, StatusCode, Url};
+use std::sync::Arc;
+
+use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::http::{self, ApiKey};
+use super::http;
 use super::{Provider, ProviderError, ProviderVerdict, Verdict};
+use crate::net::{GuardedClient, Secret};
 
 pub const DEFAULT_URL: &str = "https://www.virustotal.com";
 pub const NAME: &str = "virustotal";
@@ -43,9 +46,9 @@ impl Default for Thresholds {
 }
 
 pub struct VirusTotal {
-    client: Client,
+    client: Arc<GuardedClient>,
     url: Url,
-    key: ApiKey,
+    key: Secret,
     thresholds: Thresholds,
 }
 
@@ -64,7 +67,7 @@ pub struct Stats {
 
 impl VirusTotal {
     /// `url` is the base (`https://www.virustotal.com`); the path is appended.
-    pub fn new(client: Client, url: Url, key: ApiKey, thresholds: Thresholds) -> Self {
+    pub fn new(client: Arc<GuardedClient>, url: Url, key: Secret, thresholds: Thresholds) -> Self {
         VirusTotal {
             client,
             url,
@@ -135,9 +138,7 @@ impl Provider for VirusTotal {
 
     async fn check(&self, ip: IpAddr) -> Result<ProviderVerdict, ProviderError> {
         let url = http::join(&self.url, &["api", "v3", "ip_addresses", &ip.to_string()]);
-        let req = self
-            .client
-            .get(url)
+        let req = http::get(&self.client, url)?
             .header("x-apikey", self.key.expose())
             .header(reqwest::header::ACCEPT, "application/json");
         let resp = http::send(req, &self.key).await?;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// `Debug`, `Display` and `Serialize` all give `***`, so a secret that ends up in a log
 /// line, an error message, a run report or the store shows nothing. Call [`Secret::expose`]
 /// only at the point of use (building a header), and never format the result.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {
@@ -26,6 +26,15 @@ impl Secret {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Replace every occurrence of the secret in `text` (servers sometimes echo it back).
+    pub fn redact(&self, text: &str) -> String {
+        if self.0.len() < 4 {
+            // Too short to search for without mangling ordinary words.
+            return text.to_string();
+        }
+        text.replace(&self.0, Self::REDACTED)
     }
 }
 
@@ -104,6 +113,8 @@ mod tests {
         assert_eq!(format!("{s:?}"), "***");
         assert_eq!(format!("{:?}", Some(&s)), "Some(***)");
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"***\"");
+        assert_eq!(s.redact("bad key hunter2!"), "bad key ***!");
+        assert_eq!(Secret::new("ab").redact("a cab"), "a cab");
     }
 
     #[test]
