@@ -73,7 +73,7 @@ async fn garbage_in_a_case_record_is_a_corrupt_error() {
         s.create(case_with_ip(1), &meta(0)).await.unwrap();
     }
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = open_raw(dir.path());
         let t = db.open_tree("caseid_case").unwrap();
         t.insert(1u64.to_be_bytes(), &b"{not json"[..]).unwrap();
         db.flush().unwrap();
@@ -114,7 +114,7 @@ async fn check_finds_stale_and_missing_index_entries() {
         s.create(case_with_ip(1), &meta(0)).await.unwrap();
     }
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = open_raw(dir.path());
         let tags = db.open_tree("tag_caseid").unwrap();
         let (k, _) = tags.first().unwrap().unwrap();
         tags.remove(k).unwrap();
@@ -146,7 +146,7 @@ fn newer_schema_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(SledStore::open(dir.path()).unwrap());
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = open_raw(dir.path());
         db.open_tree("meta")
             .unwrap()
             .insert("schema_version", &3u32.to_be_bytes()[..])
@@ -171,7 +171,7 @@ async fn a_version_1_store_is_upgraded_in_place() {
     }
     {
         // What version 1 wrote: the same trees minus the inbox ones.
-        let db = sled::open(dir.path()).unwrap();
+        let db = open_raw(dir.path());
         db.open_tree("meta")
             .unwrap()
             .insert("schema_version", &1u32.to_be_bytes()[..])
@@ -186,7 +186,7 @@ async fn a_version_1_store_is_upgraded_in_place() {
         assert!(s.record_incoming("okta:u1", meta(1).at).await.unwrap());
         assert!(s.check().await.unwrap().is_empty());
     }
-    let db = sled::open(dir.path()).unwrap();
+    let db = open_raw(dir.path());
     let v = db.open_tree("meta").unwrap().get("schema_version").unwrap();
     assert_eq!(v.as_deref(), Some(&2u32.to_be_bytes()[..]));
 }
@@ -336,5 +336,21 @@ async fn store_query_scaling() {
             dir_size(dir.path()) as f64 / (1024.0 * 1024.0),
             rss_mib(),
         );
+    }
+}
+
+/// Open the sled files directly, waiting for a just-dropped store's background thread to
+/// release its file lock (sled lets go of it a moment after the last handle drops).
+fn open_raw(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot open {}: {e}", path.display()),
+        }
     }
 }
