@@ -76,6 +76,16 @@ pub fn store_error(e: StoreError) -> StepError {
     }
 }
 
+/// Read one case; a missing case is a permanent error naming it.
+pub async fn load(ctx: &StepContext, id: &str) -> Result<Case, StepError> {
+    let id = parse_id(id)?;
+    ctx.store()?
+        .get(id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| StepError::permanent(format!("no case {id}")))
+}
+
 /// Apply changes to one case as this step (idempotent per run and step).
 pub async fn change(
     ctx: &StepContext,

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{change, parse_id, store_error, CaseOutput};
+use super::{change, CaseOutput};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -40,13 +40,7 @@ impl TypedStep for SetSeverity {
     }
 
     async fn run(&self, input: Input, ctx: &StepContext) -> Result<CaseOutput, StepError> {
-        let store = ctx.store()?;
-        let id = parse_id(&input.case)?;
-        let case = store
-            .get(id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| StepError::permanent(format!("no case {id}")))?;
+        let case = super::load(ctx, &input.case).await?;
         if input.raise_only && case.severity >= input.severity {
             return Ok(CaseOutput {
                 case,

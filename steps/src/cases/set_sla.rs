@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{change, due, parse_id, store_error, CaseOutput};
+use super::{change, due, CaseOutput};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -39,13 +39,7 @@ impl TypedStep for SetSla {
     }
 
     async fn run(&self, input: Input, ctx: &StepContext) -> Result<CaseOutput, StepError> {
-        let store = ctx.store()?;
-        let id = parse_id(&input.case)?;
-        let case = store
-            .get(id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| StepError::permanent(format!("no case {id}")))?;
+        let case = super::load(ctx, &input.case).await?;
         let change_ = match (input.duration.as_deref(), input.policy.as_deref()) {
             (Some(d), None) => {
                 let dur = humantime::parse_duration(d.trim())
