@@ -213,7 +213,12 @@ fn a_new_malicious_ip_on_an_open_case_is_enriched_and_escalates_it() {
     // First: a non-VIP user from an address no source knows. The case stays new.
     let first = write(
         "first.json",
-        okta_event("u-1", "user.account.lock", "carol@acme.example", "45.33.32.156"),
+        okta_event(
+            "u-1",
+            "user.account.lock",
+            "carol@acme.example",
+            "45.33.32.156",
+        ),
     );
     let out = run_iam(dir.path(), &["--event", &first]);
     let carol = case_with(&out, "user", "carol@acme.example");
@@ -226,7 +231,12 @@ fn a_new_malicious_ip_on_an_open_case_is_enriched_and_escalates_it() {
     // verdict, the case is raised and moved to in_progress, and so assigned.
     let second = write(
         "second.json",
-        okta_event("u-2", "user.session.start", "carol@acme.example", "203.0.113.9"),
+        okta_event(
+            "u-2",
+            "user.session.start",
+            "carol@acme.example",
+            "203.0.113.9",
+        ),
     );
     let out = run_iam(dir.path(), &["--event", &second]);
     let carol = case_with(&out, "user", "carol@acme.example");
