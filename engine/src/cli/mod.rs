@@ -178,6 +178,28 @@ pub fn main(registry: Registry) -> ExitCode {
     }
 }
 
+/// Every problem the bundle's step types find in the config, printed; exit 1 if any.
+fn check_config(
+    registry: &Registry,
+    bundle: &crate::compile::Bundle,
+    config: &serde_json::Value,
+    path: Option<&std::path::Path>,
+) -> Result<(), ExitCode> {
+    let problems = registry.check_config(bundle.step_types(), config);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let file = path.map_or_else(|| "config".to_string(), |p| p.display().to_string());
+    for (step, message) in &problems {
+        eprintln!("error: {file}: {message} (read by step type `{step}`)");
+    }
+    eprintln!(
+        "{} problem(s) in the config; nothing was run",
+        problems.len()
+    );
+    Err(ExitCode::from(1))
+}
+
 /// Without `--config`, the playbooks' own offline config: `data/config.yaml` beside the
 /// first playbook path.
 fn bundled_config(paths: &[PathBuf]) -> Option<PathBuf> {
@@ -358,7 +380,11 @@ fn run(cli: Cli, registry: Registry) -> Result<ExitCode, String> {
                 Err(code) => return Ok(code),
             };
             let config = config.or_else(|| bundled_config(&paths));
-            let config = crate::config::load(config.as_deref()).map_err(|e| e.to_string())?;
+            let config_path = config;
+            let config = crate::config::load(config_path.as_deref()).map_err(|e| e.to_string())?;
+            if let Err(code) = check_config(&registry, &bundle, &config, config_path.as_deref()) {
+                return Ok(code);
+            }
             let events = if event.is_empty() {
                 events::samples(&paths)?
             } else {

@@ -63,23 +63,16 @@ impl TypedStep for Assign {
         json!({"case": "{{ case.id }}", "team": "soc", "strategy": "random"})
     }
 
+    fn check_config(&self, config: &Value) -> Result<(), String> {
+        super::check_teams(config)
+    }
+
     async fn run(&self, input: Input, ctx: &StepContext) -> Result<Output, StepError> {
         let assignee = match input.assignee.filter(|a| !a.trim().is_empty()) {
             Some(a) => a,
             None => {
                 let team = input.team.as_deref().unwrap_or("soc");
-                let members: Vec<String> = ctx
-                    .config()
-                    .get("teams")
-                    .and_then(|t| t.get(team))
-                    .and_then(Value::as_array)
-                    .map(|m| {
-                        m.iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_string)
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let members = super::team_members(ctx.config(), team);
                 let id = parse_id(&input.case)?;
                 let current = ctx
                     .store()?

@@ -102,6 +102,15 @@ impl TypedStep for Notify {
         })
     }
 
+    fn check_config(&self, config: &Value) -> Result<(), String> {
+        super::config::NotifyConfig::from_config(config)
+            .map(|_| ())
+            .map_err(|e| e.to_string())?;
+        crate::net::ClientConfig::from_config(config)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     async fn run(&self, input: Input, ctx: &StepContext) -> Result<Output, StepError> {
         let config = NotifyConfig::from_config(ctx.config())
             .map_err(|e| StepError::permanent(format!("config: {e}")))?;
