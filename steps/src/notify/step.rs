@@ -164,7 +164,7 @@ impl TypedStep for Notify {
         let mut delivered = BTreeMap::new();
         let mut errors = BTreeMap::new();
         if channels.iter().any(|c| c == "console") {
-            if queued {
+            if queued && outbox.prints_console() {
                 eprintln!("{}", console_line(&n));
             }
             delivered.insert("console".to_string(), true);
