@@ -1,6 +1,7 @@
 //! Run one test: a fresh in-memory store with the test's cases, a fixed clock and seed,
 //! the playbooks compiled against a registry that answers the test's mocks, and the
-//! events fed through [`Engine::handle_once`] exactly as `engine run` feeds them.
+//! events fed through [`Engine::handle_once`] exactly as `engine run` feeds them, with
+//! the SLA watcher ([`Engine::check_sla`]) before and after, at the test's `now`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -85,6 +86,13 @@ pub async fn run_test(
     let engine = Engine::new(bundle, services);
 
     let mut actual = Actual::default();
+    // As `engine run`: deadlines already passed first, then the events, then the SLA
+    // watcher again (at the test's fixed `now`).
+    let swept = engine
+        .check_sla(test.now)
+        .await
+        .map_err(|e| format!("SLA watcher: {e}"))?;
+    actual.runs.extend(swept.runs);
     for (label, event) in &test.events {
         let key = dedup_key(&test.source, event);
         let handled = engine
@@ -93,6 +101,11 @@ pub async fn run_test(
             .map_err(|e| format!("event {label}: {e}"))?;
         actual.runs.extend(handled.runs);
     }
+    let swept = engine
+        .check_sla(test.now)
+        .await
+        .map_err(|e| format!("SLA watcher: {e}"))?;
+    actual.runs.extend(swept.runs);
     let mut cases = store
         .query(&CaseQuery::all())
         .await

@@ -15,7 +15,7 @@ use crate::load::SourceFile;
 use crate::step::StepError;
 
 /// The keys each object of the test format accepts.
-pub const FILE_KEYS: &[&str] = &["playbooks", "config", "now", "seed", "tests"];
+pub const FILE_KEYS: &[&str] = &["playbooks", "config", "source", "now", "seed", "tests"];
 pub const TEST_KEYS: &[&str] = &[
     "name",
     "description",
