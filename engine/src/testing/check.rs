@@ -865,7 +865,7 @@ fn mocks(r: &mut Reporter<'_>, v: Option<&Value>, path: &Path, known: &Known) ->
             .into_iter()
             .filter(|k| obj.contains_key(*k))
             .collect();
-        if given.len() != 1 {
+        let [only] = given.as_slice() else {
             r.at(
                 Code::InvalidValue,
                 &p,
@@ -880,8 +880,8 @@ fn mocks(r: &mut Reporter<'_>, v: Option<&Value>, path: &Path, known: &Known) ->
                 ),
             );
             continue;
-        }
-        let result = match given[0] {
+        };
+        let result = match *only {
             "output" => Ok(obj.get("output").cloned().unwrap_or(Value::Null)),
             "timeout" => match obj.get("timeout") {
                 Some(Value::Bool(true)) => Err(StepError::timeout("timed out (mocked)")),
