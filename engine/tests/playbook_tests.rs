@@ -30,6 +30,15 @@ impl TypedStep for Echo {
     async fn run(&self, input: Self::Input, _ctx: &StepContext) -> Result<Self::Output, StepError> {
         Ok(input)
     }
+    fn check_config(&self, config: &Value) -> Result<(), String> {
+        match config.get("echo").and_then(|e| e.get("volume")) {
+            None => Ok(()),
+            Some(v) if v.is_u64() => Ok(()),
+            Some(v) => Err(format!(
+                "config `echo.volume`: expected a number, found `{v}`"
+            )),
+        }
+    }
 }
 
 /// Opens a case titled `title`.
@@ -362,4 +371,31 @@ fn discovery_finds_test_files_and_refuses_other_files() {
     assert_eq!(found, [file]);
     let err = testing::discover(&[dir.path().join("p.yaml")]).expect_err("not a test file");
     assert!(err[0].message.contains("not a playbook test file"));
+}
+
+#[test]
+fn config_problems_are_reported_where_the_test_writes_them() {
+    let (_dir, file) = suite(
+        r#"
+source: demo
+config: { echo: { volume: 3 } }
+tests:
+  - name: loud
+    event: { user: a, items: [] }
+    config:
+      echo: { volume: loud }
+  - name: fine
+    event: { user: a, items: [] }
+"#,
+    );
+    let mut diags = Vec::new();
+    assert!(testing::load_test_file(&file, &registry(), &mut diags).is_none());
+    assert_eq!(diags.len(), 1, "{}", render(&diags));
+    assert_eq!((diags[0].pos.line, diags[0].pos.col), (8, 23));
+    assert_eq!(diags[0].test.as_deref(), Some("loud"));
+    assert!(
+        diags[0].message.contains("(read by step type `test.echo`)"),
+        "{}",
+        render(&diags)
+    );
 }

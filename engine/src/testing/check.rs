@@ -109,6 +109,48 @@ impl Known {
             .values()
             .any(|steps| steps.values().any(|u| u == uses))
     }
+
+    /// What the playbooks' step types find wrong in `config`, as `engine run` checks it.
+    fn config_problems(&self, config: &Value) -> Vec<(String, String)> {
+        let uses: std::collections::BTreeSet<&str> = self
+            .playbooks
+            .values()
+            .flat_map(|steps| steps.values().map(String::as_str))
+            .collect();
+        self.registry.check_config(uses, config)
+    }
+}
+
+/// Report config problems at `path` (the `config` that brings them in), except those
+/// already reported for the file.
+fn report_config(
+    r: &mut Reporter<'_>,
+    problems: Vec<(String, String)>,
+    path: &Path,
+    already: &[(String, String)],
+) {
+    for (step, message) in problems {
+        if already.iter().any(|(_, m)| m == &message) {
+            continue;
+        }
+        // Step types name the key (`config `sla.high`: ...`): point at it when the test
+        // file writes it, else at the `config` that brings it in.
+        let mut at = path.clone();
+        if let Some(key) = message
+            .strip_prefix("config `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            for part in key.split('.') {
+                at = at.key(part);
+            }
+        }
+        r.at(
+            Code::InvalidValue,
+            &at,
+            None,
+            format!("{message} (read by step type `{step}`)"),
+        );
+    }
 }
 
 /// Settings a test inherits from its file.
@@ -116,6 +158,8 @@ struct Defaults {
     dir: PathBuf,
     source: String,
     config: Value,
+    /// Problems of `config`, reported once for the file.
+    config_problems: Vec<(String, String)>,
     now: Timestamp,
     seed: u64,
 }
@@ -185,10 +229,19 @@ fn check_file(
     };
     let seed = field::<u64>(r, obj, &root, "seed", None).unwrap_or(DEFAULT_SEED);
     let source = field::<String>(r, obj, &root, "source", None).unwrap_or_else(|| "okta".into());
+    let config = config?;
+    let config_problems = known.config_problems(&config);
+    let at = if obj.contains_key("config") {
+        root.key("config")
+    } else {
+        root.clone()
+    };
+    report_config(r, config_problems.clone(), &at, &[]);
     let defaults = Defaults {
         dir,
         source,
-        config: config?,
+        config,
+        config_problems,
         now,
         seed,
     };
@@ -452,7 +505,11 @@ fn check_test(
     let mut config = defaults.config.clone();
     match obj.get("config") {
         None => {}
-        Some(Value::Object(m)) => merge(&mut config, &Value::Object(m.clone())),
+        Some(Value::Object(m)) => {
+            merge(&mut config, &Value::Object(m.clone()));
+            let problems = known.config_problems(&config);
+            report_config(r, problems, &path.key("config"), &defaults.config_problems);
+        }
         Some(other) => {
             r.at(
                 Code::InvalidValue,

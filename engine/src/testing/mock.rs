@@ -58,6 +58,10 @@ impl Step for MockStep {
         self.inner.spec()
     }
 
+    fn check_config(&self, config: &Value) -> Result<(), String> {
+        self.inner.check_config(config)
+    }
+
     async fn run(&self, input: Value, ctx: &StepContext) -> Result<Value, StepError> {
         match self.find(&ctx.playbook, &ctx.step) {
             Some(m) => m.result.clone(),
