@@ -241,11 +241,20 @@ impl CaseWrite for SledStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        self.db
-            .flush_async()
+        // sled 0.34's `flush_async` never wakes some of its futures when several are polled
+        // at once (spacejam/sled#1308, fixed only on sled's main branch): concurrent writers
+        // under `engine serve` hung for good. A blocking flush on tokio's blocking pool
+        // does the same work and every caller returns.
+        let db = self.db.clone();
+        let path = self.kv.path.clone();
+        tokio::task::spawn_blocking(move || db.flush())
             .await
+            .map_err(|e| StoreError::Backend {
+                path: path.clone(),
+                detail: format!("flush task failed: {e}"),
+            })?
             .map(|_| ())
-            .map_err(|e| sled_error(&self.kv.path, e))
+            .map_err(|e| sled_error(&path, e))
     }
 }
 
