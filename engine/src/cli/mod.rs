@@ -198,11 +198,22 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
-/// Open (or create) the sled store under `dir`.
+/// Open (or create) the sled store under `dir` with the default options.
 fn open_store(dir: &std::path::Path) -> Result<std::sync::Arc<dyn crate::persist::Store>, String> {
+    open_store_with(dir, &serde_json::Value::Null)
+}
+
+/// Open (or create) the sled store under `dir` with the options of a config file
+/// (`durability`, `store.flush_every_ms`).
+fn open_store_with(
+    dir: &std::path::Path,
+    config: &serde_json::Value,
+) -> Result<std::sync::Arc<dyn crate::persist::Store>, String> {
+    let options = crate::persist::StoreOptions::from_config(config).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("cannot create data dir `{}`: {e}", dir.display()))?;
-    let store = crate::persist::SledStore::open(dir).map_err(|e| e.to_string())?;
+    let store =
+        crate::persist::SledStore::open_with_options(dir, options).map_err(|e| e.to_string())?;
     Ok(std::sync::Arc::new(store))
 }
 
@@ -368,7 +379,7 @@ fn run(cli: Cli, registry: Registry) -> Result<ExitCode, String> {
                 }
                 all
             };
-            let store = open_store(&data_dir)?;
+            let store = open_store_with(&data_dir, &config)?;
             let outbox = std::sync::Arc::new(crate::notify::Outbox::in_dir(&data_dir));
             let mut services = Services::new()
                 .with_config(config)
@@ -379,6 +390,17 @@ fn run(cli: Cli, registry: Registry) -> Result<ExitCode, String> {
             let rt = runtime()?;
             let started = crate::cases::Timestamp::now();
             let mut reports = Vec::new();
+            // Runs an earlier process left unfinished (a crash, a stop), and what it queued,
+            // before anything new.
+            let resumed = rt.block_on(engine.resume()).map_err(|e| e.to_string())?;
+            if !resumed.is_empty() {
+                reports.push(output::EventRuns {
+                    label: "resumed after a restart".into(),
+                    event: serde_json::json!({"type": "resume"}),
+                    runs: resumed,
+                    duplicate: false,
+                });
+            }
             // Deadlines that passed while the engine was stopped, before anything new.
             sla_sweep(&rt, &engine, &mut reports)?;
             let mut duplicates = 0usize;
