@@ -14,7 +14,7 @@ pub enum RunStatus {
 }
 
 /// One run of one playbook.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
     pub run_id: String,
     pub playbook: String,

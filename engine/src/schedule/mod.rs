@@ -552,12 +552,27 @@ pub fn all_succeeded(reports: &[RunReport]) -> bool {
     reports.iter().all(|r| r.status == RunStatus::Succeeded)
 }
 
-/// A sortable, unique run id: milliseconds since the epoch and randomness, in hex.
+/// A sortable, unique run id: `run-` and 20 hex digits: milliseconds since the epoch, a
+/// counter within the millisecond, and randomness. Ids from one process sort in the order
+/// they were made (the counter never goes back, even if the clock does); ids from different
+/// processes sort by time and differ by their random part.
 pub fn new_run_id() -> String {
-    let ms = std::time::SystemTime::now()
+    static LAST: Mutex<(u64, u16)> = Mutex::new((0, 0));
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0);
-    let r: u32 = rand::thread_rng().gen();
-    format!("run-{ms:012x}{r:08x}")
+    let (ms, n) = {
+        let mut last = lock(&LAST);
+        *last = if now > last.0 {
+            (now, 0)
+        } else if last.1 == u16::MAX {
+            (last.0 + 1, 0)
+        } else {
+            (last.0, last.1 + 1)
+        };
+        *last
+    };
+    let r: u16 = rand::thread_rng().gen();
+    format!("run-{ms:012x}{n:04x}{r:04x}")
 }
