@@ -92,7 +92,7 @@ impl TypedStep for Comment {
                 &ctx.write_meta(),
             )
             .await
-            .map_err(|e| StepError::permanent(e))?;
+            .map_err(StepError::permanent)?;
         Ok(json!({"comments": out.case.comments.len()}))
     }
 }
