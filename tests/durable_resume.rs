@@ -121,7 +121,10 @@ async fn a_resumed_run_sends_no_journaled_call_again() {
         let stop = CancellationToken::new();
         let worker = tokio::spawn(e.clone().run_worker(stop.clone()));
         let got = e
-            .ingest("src", vec![json!({"uuid": "e1", "n": 5, "base": server.uri()})])
+            .ingest(
+                "src",
+                vec![json!({"uuid": "e1", "n": 5, "base": server.uri()})],
+            )
             .await
             .unwrap();
         seq = got[0].seq.unwrap();
@@ -145,7 +148,11 @@ async fn a_resumed_run_sends_no_journaled_call_again() {
         assert_eq!(running.len(), 1, "the run is unfinished in the journal");
         let run = store.get_run(&running[0].run_id).await.unwrap().unwrap();
         let journaled: Vec<&str> = run.steps.iter().map(|s| s.id.as_str()).collect();
-        assert_eq!(journaled, ["one"], "`one` was journaled before `two` started");
+        assert_eq!(
+            journaled,
+            ["one"],
+            "`one` was journaled before `two` started"
+        );
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
 
@@ -164,7 +171,11 @@ async fn a_resumed_run_sends_no_journaled_call_again() {
     let run = &runs[0];
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
     let id = &run.run_id;
-    assert_eq!(keys(&server, "/one").await, [format!("{id}:one")], "sent once");
+    assert_eq!(
+        keys(&server, "/one").await,
+        [format!("{id}:one")],
+        "sent once"
+    );
     assert_eq!(
         keys(&server, "/two").await,
         [format!("{id}:two"), format!("{id}:two")],
@@ -175,7 +186,9 @@ async fn a_resumed_run_sends_no_journaled_call_again() {
     let one = run.step("one").unwrap();
     assert_eq!((one.status, one.attempts), (Status::Succeeded, 1));
     assert_eq!(
-        run.step("three").and_then(|s| s.output.as_ref()).map(|o| o["status"].clone()),
+        run.step("three")
+            .and_then(|s| s.output.as_ref())
+            .map(|o| o["status"].clone()),
         Some(Value::from(200))
     );
     assert!(store.unfinished_runs().await.unwrap().is_empty());
