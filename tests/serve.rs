@@ -1088,3 +1088,58 @@ mod poller {
         assert_eq!(code, Some(0));
     }
 }
+
+#[tokio::test]
+async fn the_outbox_retry_runs_while_serving() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let hooks = MockServer::start().await;
+    // The first delivery fails; the step's own pass gives up (one attempt), the
+    // server's periodic pass delivers it.
+    Mock::given(method("POST"))
+        .and(path("/notify"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&hooks)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/notify"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&hooks)
+        .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let notify = format!(
+        "notify:\n  channels: [outbox, webhook]\n  webhook: {{ url: \"{}/notify\" }}\n  delivery: {{ attempts: 1, backoff: 10ms, interval: 200ms }}\n",
+        hooks.uri()
+    );
+    let s = Server::start(tmp.path(), &(config("") + &notify));
+    let c = client();
+    let r = c
+        .post(s.url("/events/okta?wait=true"))
+        .bearer_auth(API_TOKEN)
+        .json(&sample("02-vip-malicious-ip.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Two notifications (VIP alert, assignment); one of them needed the retry.
+    let m = eventually("every notification delivered", || async {
+        let m = metrics(&c, &s).await;
+        let delivered = sample_value(&m, "caseflow_notification_deliveries", &[("status", "delivered")]);
+        let pending = sample_value(&m, "caseflow_notifications_pending", &[]);
+        (delivered == Some(2.0) && pending == Some(0.0)).then_some(m)
+    })
+    .await;
+    assert_eq!(
+        sample_value(&m, "caseflow_notification_deliveries", &[("status", "failed")]),
+        Some(0.0)
+    );
+    let sent = hooks.received_requests().await.unwrap();
+    assert_eq!(sent.len(), 3, "one failed attempt, then two deliveries");
+    let keys: std::collections::BTreeSet<_> = sent
+        .iter()
+        .filter_map(|r| r.headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string))
+        .collect();
+    assert_eq!(keys.len(), 2, "the retry carries the same Idempotency-Key");
+}
