@@ -403,10 +403,9 @@ async fn the_official_sample_batches_and_duplicates() {
         .await;
         assert_eq!(case["state"], "new");
     }
-    let runs = eventually("three pre-processing runs", || async {
-        let v = api(&c, &s, "/api/runs?playbook=iam-preprocess").await;
-        let runs = v["runs"].as_array().cloned().unwrap_or_default();
-        (runs.len() >= 3).then_some(runs)
+    eventually("three pre-processing runs", || async {
+        let v = api(&c, &s, "/api/runs?playbook=iam-preprocess&status=succeeded").await;
+        (v["count"].as_u64() >= Some(3)).then_some(())
     })
     .await;
     // The official sample (a successful login) starts nothing; the three threat events one
@@ -528,8 +527,17 @@ async fn api_needs_the_token_and_patch_fires_the_state_changed_playbook() {
         timeline.contains("dana"),
         "the person is on the timeline: {timeline}"
     );
-    let runs = api(&c, &s, "/api/runs?playbook=iam-state-changed").await;
-    let run_id = runs["runs"][0]["run_id"].as_str().unwrap().to_string();
+    // The run goes on after the assignment (it notifies): wait for its end.
+    let run_id = eventually("the state-changed run to finish", || async {
+        let runs = api(
+            &c,
+            &s,
+            "/api/runs?playbook=iam-state-changed&status=succeeded",
+        )
+        .await;
+        runs["runs"][0]["run_id"].as_str().map(str::to_string)
+    })
+    .await;
     let detail = api(&c, &s, &format!("/api/runs/{run_id}")).await;
     assert_eq!(detail["run"]["status"], "succeeded");
     assert_eq!(detail["run"]["output"]["assignee"], assignee);
@@ -1043,7 +1051,7 @@ mod poller {
             .and(path("/api/v1/logs"))
             .and(auth())
             .and(query_param("after", "p3"))
-            .respond_with(page(&[e4.clone()], &base, "p4"))
+            .respond_with(page(std::slice::from_ref(&e4), &base, "p4"))
             .with_priority(1)
             .mount(&okta)
             .await;
@@ -1126,20 +1134,33 @@ async fn the_outbox_retry_runs_while_serving() {
     // Two notifications (VIP alert, assignment); one of them needed the retry.
     let m = eventually("every notification delivered", || async {
         let m = metrics(&c, &s).await;
-        let delivered = sample_value(&m, "caseflow_notification_deliveries", &[("status", "delivered")]);
+        let delivered = sample_value(
+            &m,
+            "caseflow_notification_deliveries",
+            &[("status", "delivered")],
+        );
         let pending = sample_value(&m, "caseflow_notifications_pending", &[]);
         (delivered == Some(2.0) && pending == Some(0.0)).then_some(m)
     })
     .await;
     assert_eq!(
-        sample_value(&m, "caseflow_notification_deliveries", &[("status", "failed")]),
+        sample_value(
+            &m,
+            "caseflow_notification_deliveries",
+            &[("status", "failed")]
+        ),
         Some(0.0)
     );
     let sent = hooks.received_requests().await.unwrap();
     assert_eq!(sent.len(), 3, "one failed attempt, then two deliveries");
     let keys: std::collections::BTreeSet<_> = sent
         .iter()
-        .filter_map(|r| r.headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string))
+        .filter_map(|r| {
+            r.headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
         .collect();
     assert_eq!(keys.len(), 2, "the retry carries the same Idempotency-Key");
 }
