@@ -871,8 +871,23 @@ async fn sigterm_drains_and_exits_zero_and_a_restart_remembers() {
     let r = hook(&c, &s, &delivery(events)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-caseflow-duplicates"), "20");
-    let v = api(&c, &s, "/api/cases?limit=100").await;
-    assert!(v["count"].as_u64().unwrap() >= 1, "cases survive: {v}");
+    // Whatever the stop left queued or parked is picked up: every event gets its case,
+    // and its pre-processing run happened once.
+    eventually("a case per event after the restart", || async {
+        let v = api(&c, &s, "/api/cases?limit=100").await;
+        (v["count"] == 20).then_some(())
+    })
+    .await;
+    let runs = eventually("every pre-processing run finished", || async {
+        let v = api(&c, &s, "/api/runs?playbook=iam-preprocess&limit=100").await;
+        let runs = v["runs"].as_array().cloned().unwrap_or_default();
+        let done = runs.len() >= 20 && runs.iter().all(|r| r["status"] == "succeeded");
+        done.then_some(runs)
+    })
+    .await;
+    let keys: std::collections::BTreeSet<_> =
+        runs.iter().map(|r| r["event_key"].to_string()).collect();
+    assert_eq!((runs.len(), keys.len()), (20, 20));
     let (code, stderr) = s.terminate();
     assert_eq!(code, Some(0), "{stderr}");
 }
