@@ -230,7 +230,7 @@ pub trait Runs: Send + Sync {
     async fn record_steps(
         &self,
         run_id: &str,
-        steps: &[(u32, StepReport)],
+        steps: &[(u32, &StepReport)],
     ) -> Result<(), StoreError>;
 
     /// Writes a run's final record and every step of it; the run is no longer unfinished.
@@ -249,6 +249,10 @@ pub trait Runs: Send + Sync {
 
     /// One run with its journal.
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError>;
+
+    /// One run's record without its journal (`steps` empty): cheaper than
+    /// [`Runs::get_run`] when only the summary or the input is wanted.
+    async fn run_record(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError>;
 
     /// Whether inbox entry `seq` was taken, and the runs it started.
     async fn inbox_entry(&self, seq: u64) -> Result<InboxEntry, StoreError>;

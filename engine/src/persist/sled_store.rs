@@ -481,7 +481,7 @@ impl Runs for SledStore {
     async fn record_steps(
         &self,
         run_id: &str,
-        steps: &[(u32, StepReport)],
+        steps: &[(u32, &StepReport)],
     ) -> Result<(), StoreError> {
         self.write(Flush::Never, |kv| {
             Ok((run_ops::plan_record_steps(kv, run_id, steps)?, ()))
@@ -513,6 +513,10 @@ impl Runs for SledStore {
 
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
         run_ops::get_run(&self.kv, run_id)
+    }
+
+    async fn run_record(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        run_ops::read_run_record(&self.kv, run_id)
     }
 
     async fn inbox_entry(&self, seq: u64) -> Result<InboxEntry, StoreError> {

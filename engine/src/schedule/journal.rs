@@ -25,8 +25,8 @@ pub struct RunJournal {
     run_id: String,
     /// The order number of the next entry.
     next_seq: u32,
-    /// Entries not yet committed.
-    queued: Vec<(u32, StepReport)>,
+    /// Entries not yet committed: (number, index of the step in the run's reports).
+    queued: Vec<(u32, usize)>,
     /// Entries committed but possibly not on disk.
     unsynced: bool,
 }
@@ -44,18 +44,24 @@ impl RunJournal {
         }
     }
 
-    /// Queues a finished (or skipped, or failed) step's entry.
-    pub fn push(&mut self, step: &StepReport) {
-        self.queued.push((self.next_seq, step.clone()));
+    /// Queues the entry of a finished (or skipped, or failed) step: `reports[step]` as it
+    /// stands when the entry is written.
+    pub fn push(&mut self, step: usize) {
+        self.queued.push((self.next_seq, step));
         self.next_seq += 1;
     }
 
     /// Commits the queued entries without waiting for the disk.
-    pub async fn write(&mut self) -> Result<(), StoreError> {
+    pub async fn write(&mut self, reports: &[StepReport]) -> Result<(), StoreError> {
         if self.queued.is_empty() {
             return Ok(());
         }
-        self.store.record_steps(&self.run_id, &self.queued).await?;
+        let entries: Vec<(u32, &StepReport)> = self
+            .queued
+            .iter()
+            .filter_map(|(seq, i)| reports.get(*i).map(|r| (*seq, r)))
+            .collect();
+        self.store.record_steps(&self.run_id, &entries).await?;
         self.queued.clear();
         self.unsynced = true;
         Ok(())
@@ -63,8 +69,8 @@ impl RunJournal {
 
     /// Commits the queued entries and waits until every entry is durable (a no-op under
     /// relaxed durability). Called before a step starts.
-    pub async fn sync(&mut self) -> Result<(), StoreError> {
-        self.write().await?;
+    pub async fn sync(&mut self, reports: &[StepReport]) -> Result<(), StoreError> {
+        self.write(reports).await?;
         if self.unsynced {
             self.store.sync().await?;
             self.unsynced = false;
