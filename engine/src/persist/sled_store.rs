@@ -165,7 +165,7 @@ pub struct StoreStats {
 enum Flush {
     /// As the store's durability says.
     Policy,
-    /// Never (journal entries: the executor syncs before they matter).
+    /// Never (the run journal: the executor syncs before anything depends on it).
     Never,
     /// Always (cursors).
     Always,
@@ -472,7 +472,7 @@ impl Runs for SledStore {
         origin: RunOrigin,
         runs: &[RunRecord],
     ) -> Result<Vec<bool>, StoreError> {
-        self.write(Flush::Policy, |kv| {
+        self.write(Flush::Never, |kv| {
             run_ops::plan_start_runs(kv, origin, runs)
         })
         .await

@@ -1,13 +1,15 @@
 //! The executor's side of the run journal: which step results of one run still have to
 //! be written, and the rule for when they must be on disk.
 //!
-//! **The rule.** A step's journal entry is durable before any step that starts after it
-//! finished. The executor queues an entry ([`RunJournal::push`]) when a step finishes, is
-//! skipped, or fails; before it starts one or more steps it calls [`RunJournal::sync`],
-//! which commits the queued entries in one transaction and waits for the store's group
-//! commit flush (under strict durability). When a decision starts nothing, the entries are
-//! committed without waiting ([`RunJournal::write`]): the next start, or the run's final
-//! record, makes them durable. So no step can perform an outside effect (a case change, an
+//! **The rule.** Before a step starts, the run's record and the journal entry of every
+//! step that finished before that moment are durable. The executor queues an entry
+//! ([`RunJournal::push`]) when a step finishes, is skipped, or fails; before it starts one
+//! or more steps it calls [`RunJournal::sync`], which commits the queued entries in one
+//! transaction and waits for the store's group commit flush (under strict durability). The
+//! first sync of a run also covers its record, committed but not flushed by
+//! `Runs::start_runs`. When a decision starts nothing, the entries are
+//! committed without waiting ([`RunJournal::write`]): the next start, or the flush of the
+//! run's final record, makes them durable. So no step can perform an outside effect (a case change, an
 //! HTTP call, a notification) based on a result that a crash could still take back, and a
 //! step whose completion was journaled is never run again after a restart. Under
 //! `durability: relaxed` entries are committed before dependents start but reach the disk
@@ -40,7 +42,8 @@ impl RunJournal {
             run_id: run_id.into(),
             next_seq,
             queued: Vec::new(),
-            unsynced: false,
+            // The run's record may not be on disk yet: the first start syncs.
+            unsynced: true,
         }
     }
 
