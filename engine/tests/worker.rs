@@ -419,3 +419,37 @@ async fn wait_until(f: impl Fn() -> bool) {
     .await
     .expect("condition reached in time");
 }
+
+/// The engine and store settings of the "going live" example in `docs/configuration.md`
+/// are valid.
+#[test]
+fn the_documented_engine_and_store_settings_parse() {
+    let doc = include_str!("../../docs/configuration.md");
+    let start = doc
+        .find("## Example: going live")
+        .and_then(|i| doc[i..].find("```yaml").map(|j| i + j + "```yaml".len()))
+        .expect("an example");
+    let end = doc[start..].find("```").map(|j| start + j).expect("its end");
+    let config: Value = engine::load::yaml::from_str(&doc[start..end]).unwrap();
+    let store = engine::persist::StoreOptions::from_config(&config).unwrap();
+    assert_eq!(store, engine::persist::StoreOptions::default());
+    let worker = engine::schedule::WorkerConfig::from_config(&config).unwrap();
+    assert_eq!(worker, engine::schedule::WorkerConfig::default());
+    let mut relaxed = config.clone();
+    relaxed["durability"] = json!("relaxed");
+    relaxed["engine"]["shutdown_grace"] = json!("1m");
+    assert_eq!(
+        engine::persist::StoreOptions::from_config(&relaxed)
+            .unwrap()
+            .durability,
+        engine::persist::Durability::Relaxed
+    );
+    assert_eq!(
+        engine::schedule::WorkerConfig::from_config(&relaxed)
+            .unwrap()
+            .shutdown_grace,
+        Duration::from_secs(60)
+    );
+    relaxed["engine"]["sla_every"] = json!("often");
+    assert!(engine::schedule::WorkerConfig::from_config(&relaxed).is_err());
+}

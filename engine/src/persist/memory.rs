@@ -217,7 +217,7 @@ impl Runs for MemoryStore {
     async fn record_steps(
         &self,
         run_id: &str,
-        steps: &[(u32, StepReport)],
+        steps: &[(u32, &StepReport)],
     ) -> Result<(), StoreError> {
         self.write(|kv| Ok((run_ops::plan_record_steps(kv, run_id, steps)?, ())))
     }
@@ -240,6 +240,10 @@ impl Runs for MemoryStore {
 
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
         run_ops::get_run(&*self.lock(), run_id)
+    }
+
+    async fn run_record(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        run_ops::read_run_record(&*self.lock(), run_id)
     }
 
     async fn inbox_entry(&self, seq: u64) -> Result<InboxEntry, StoreError> {

@@ -6,6 +6,8 @@
 //!                           # the last `flush_every_ms` of acknowledged work in a crash)
 //! store:
 //!   flush_every_ms: 500     # sled's background flush interval
+//!   verify_on_open: true    # read every record once at open, so damaged files stop the
+//!                           # start instead of failing the first read that meets them
 //! ```
 
 use serde_json::Value;
@@ -23,6 +25,9 @@ pub struct StoreOptions {
     pub durability: Durability,
     /// The backend's background flush interval in milliseconds (sled); 0 turns it off.
     pub flush_every_ms: u64,
+    /// Read every record once when opening, so that damaged files (whose pages sled only
+    /// reads, and checksums, on first use) stop the open. Costs a full read of the store.
+    pub verify_on_open: bool,
 }
 
 impl Default for StoreOptions {
@@ -30,6 +35,7 @@ impl Default for StoreOptions {
         StoreOptions {
             durability: Durability::Strict,
             flush_every_ms: DEFAULT_FLUSH_EVERY_MS,
+            verify_on_open: true,
         }
     }
 }
@@ -62,16 +68,23 @@ impl StoreOptions {
             None | Some(Value::Null) => {}
             Some(Value::Object(m)) => {
                 for (k, v) in m {
-                    match (k.as_str(), v.as_u64()) {
-                        ("flush_every_ms", Some(ms)) => o.flush_every_ms = ms,
-                        ("flush_every_ms", None) => {
+                    match (k.as_str(), v) {
+                        ("flush_every_ms", v) => {
+                            o.flush_every_ms = v.as_u64().ok_or_else(|| {
+                                Error::Config(format!(
+                                    "`store.flush_every_ms`: expected a number of milliseconds, got {v}"
+                                ))
+                            })?
+                        }
+                        ("verify_on_open", Value::Bool(b)) => o.verify_on_open = *b,
+                        ("verify_on_open", v) => {
                             return Err(Error::Config(format!(
-                                "`store.flush_every_ms`: expected a number of milliseconds, got {v}"
+                                "`store.verify_on_open`: expected true or false, got {v}"
                             )))
                         }
                         (other, _) => {
                             return Err(Error::Config(format!(
-                                "`store.{other}`: unknown key (known: `flush_every_ms`)"
+                                "`store.{other}`: unknown key (known: `flush_every_ms`, `verify_on_open`)"
                             )))
                         }
                     }
@@ -99,16 +112,18 @@ mod tests {
             StoreOptions::default()
         );
         let o = StoreOptions::from_config(
-            &json!({"durability": "relaxed", "store": {"flush_every_ms": 5000}}),
+            &json!({"durability": "relaxed", "store": {"flush_every_ms": 5000, "verify_on_open": false}}),
         )
         .unwrap();
         assert_eq!(o.durability, Durability::Relaxed);
         assert_eq!(o.flush_every_ms, 5000);
+        assert!(!o.verify_on_open);
         for bad in [
             json!({"durability": "sometimes"}),
             json!({"durability": 1}),
             json!({"store": {"flush_every_ms": "soon"}}),
             json!({"store": {"flush_every": 1}}),
+            json!({"store": {"verify_on_open": "yes"}}),
             json!({"store": []}),
         ] {
             assert!(StoreOptions::from_config(&bad).is_err(), "{bad}");

@@ -1,7 +1,7 @@
 //! Planning and reading the run journal, shared by the key-value backends. Like
 //! [`super::ops`], everything is read and encoded before the transaction.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
@@ -142,7 +142,7 @@ pub(crate) fn plan_start_runs(
 pub(crate) fn plan_record_steps(
     kv: &dyn KvRead,
     run_id: &str,
-    steps: &[(u32, StepReport)],
+    steps: &[(u32, &StepReport)],
 ) -> Result<WriteSet, StoreError> {
     let mut ws = WriteSet::default();
     for (seq, step) in steps {
@@ -151,27 +151,27 @@ pub(crate) fn plan_record_steps(
     Ok(ws)
 }
 
-/// Plans writing a finished run: its record, every step (journaled ones keep their place
-/// in the order, the rest follow), and its removal from the unfinished runs.
+/// Plans writing a finished run: its record, the steps the journal does not have yet
+/// (cancelled ones; journaled entries are kept as they are, not decoded or rewritten),
+/// and its removal from the unfinished runs.
 pub(crate) fn plan_finish_run(kv: &dyn KvRead, run: &RunRecord) -> Result<WriteSet, StoreError> {
     let run_id = &run.summary.run_id;
-    let journaled = read_steps(kv, run_id)?;
-    let mut order: BTreeMap<&str, u32> = BTreeMap::new();
-    for (seq, s) in &journaled {
-        order.insert(s.id.as_str(), *seq);
+    let prefix = keys::run_key(run_id);
+    let hi = keys::prefix_end(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
+    let mut journaled = HashSet::new();
+    for entry in kv.range(Tree::RunstepResult, Bound::Included(prefix), hi, false) {
+        let (k, _) = entry?;
+        journaled.insert(k);
     }
-    let mut next = journaled.last().map(|(seq, _)| seq + 1).unwrap_or(0);
+    // Entries are numbered from 0 without gaps, so the next number is their count.
+    let mut next = u32::try_from(journaled.len()).unwrap_or(u32::MAX);
     let mut ws = WriteSet::default();
     put_run(kv, &mut ws, run)?;
     for step in &run.steps {
-        let seq = match order.get(step.id.as_str()) {
-            Some(seq) => *seq,
-            None => {
-                next += 1;
-                next - 1
-            }
-        };
-        put_step(kv, &mut ws, run_id, seq, step)?;
+        if !journaled.contains(&keys::step_key(run_id, &step.id)) {
+            put_step(kv, &mut ws, run_id, next, step)?;
+            next = next.saturating_add(1);
+        }
     }
     ws.del(Tree::UnfinishedRunid, keys::run_key(run_id));
     Ok(ws)
@@ -203,7 +203,10 @@ fn decode_run(kv: &dyn KvRead, key: &[u8], bytes: &[u8]) -> Result<RunRecord, St
 }
 
 /// A run record without its steps.
-fn read_run_record(kv: &dyn KvRead, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+pub(crate) fn read_run_record(
+    kv: &dyn KvRead,
+    run_id: &str,
+) -> Result<Option<RunRecord>, StoreError> {
     let k = keys::run_key(run_id);
     match kv.get(Tree::RunidRun, &k)? {
         None => Ok(None),

@@ -4,10 +4,18 @@
 //! Data flow: the engine writes a run's record with [`Runs::start_runs`] *before* the run
 //! starts, in the same transaction that consumes what started it (the inbox entry, or the
 //! case event's delivery), so a crash can neither lose the run nor start it twice. The
-//! executor appends each finished step with [`Runs::record_steps`] and makes those entries
-//! durable ([`super::CaseWrite::sync`]) before it starts any further step, so a step whose
-//! completion was journaled is never run again. [`Runs::finish_run`] writes the final state.
+//! executor appends each finished step with [`Runs::record_steps`] and makes what it wrote
+//! durable ([`super::CaseWrite::sync`]) before it starts any step — the first included —
+//! so a step whose completion was journaled is never run again, and no step acts for a run
+//! whose record a crash could still take back. [`Runs::finish_run`] writes the final state.
 //! After a crash, [`Runs::unfinished_runs`] returns what to resume, with its journal.
+//!
+//! A run's start and its step entries are committed, not flushed: the executor's sync
+//! before each step start flushes them (one group-commit flush for every run starting a
+//! step at that moment). A crash can take back only what was not synced: a run's start
+//! (its origin is then still pending and is dispatched again; none of its steps had
+//! started) or the entries of steps nothing had started after (those steps run again,
+//! with the same idempotency keys). A run's end is flushed before it is reported.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -217,7 +225,7 @@ pub enum InboxEntry {
 pub trait Runs: Send + Sync {
     /// Records `runs` (state `running`, no steps) and consumes `origin`, in one
     /// transaction. Returns, per run, whether it was recorded (false: it must not start).
-    /// Durable before it returns under strict durability.
+    /// Committed, not flushed: sync before the run's first step.
     async fn start_runs(
         &self,
         origin: RunOrigin,
@@ -230,11 +238,11 @@ pub trait Runs: Send + Sync {
     async fn record_steps(
         &self,
         run_id: &str,
-        steps: &[(u32, StepReport)],
+        steps: &[(u32, &StepReport)],
     ) -> Result<(), StoreError>;
 
-    /// Writes a run's final record and every step of it; the run is no longer unfinished.
-    /// Durable before it returns under strict durability.
+    /// Writes a run's final record and its steps the journal does not have yet; the run is
+    /// no longer unfinished. Durable before it returns under strict durability.
     async fn finish_run(&self, run: &RunRecord) -> Result<(), StoreError>;
 
     /// Marks running runs `parked` (a shutdown stopped them); they resume at the next
@@ -249,6 +257,10 @@ pub trait Runs: Send + Sync {
 
     /// One run with its journal.
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError>;
+
+    /// One run's record without its journal (`steps` empty): cheaper than
+    /// [`Runs::get_run`] when only the summary or the input is wanted.
+    async fn run_record(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError>;
 
     /// Whether inbox entry `seq` was taken, and the runs it started.
     async fn inbox_entry(&self, seq: u64) -> Result<InboxEntry, StoreError>;

@@ -46,6 +46,13 @@ fn sled_error(path: &Path, e: sled::Error) -> StoreError {
             path,
             format!("{io} (is another engine process using this data dir?)"),
         ),
+        sled::Error::Corruption { at, .. } => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!(
+                "the files are damaged (sled read corrupted data{}); restore the data dir from a backup, or move it away to start an empty store",
+                at.map(|p| format!(" at {p:?}")).unwrap_or_default()
+            ),
+        },
         other => StoreError::Corrupt {
             path: path.to_path_buf(),
             detail: format!(
@@ -86,6 +93,33 @@ impl KvRead for SledKv {
 }
 
 impl SledKv {
+    /// Reads every record of every tree once: sled checks a page when it first reads it,
+    /// so damaged files fail here instead of at the first query that meets them.
+    fn verify(&self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let mut records = 0u64;
+        let scanned = catch_unwind(AssertUnwindSafe(|| {
+            for t in &self.trees {
+                for item in t.iter() {
+                    item?;
+                    records += 1;
+                }
+            }
+            Ok::<(), sled::Error>(())
+        }));
+        match scanned {
+            Ok(Ok(())) => {
+                tracing::debug!(records, ms = started.elapsed().as_millis() as u64, "store verified");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(sled_error(&self.path, e)),
+            Err(_) => Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: "sled failed while reading the files; restore the data dir from a backup, or move it away to start an empty store".into(),
+            }),
+        }
+    }
+
     /// Commits a write set in one multi-tree transaction. The closure only copies
     /// precomputed bytes: sled may run it more than once.
     fn commit(&self, ws: &WriteSet) -> Result<(), StoreError> {
@@ -131,7 +165,7 @@ pub struct StoreStats {
 enum Flush {
     /// As the store's durability says.
     Policy,
-    /// Never (journal entries: the executor syncs before they matter).
+    /// Never (the run journal: the executor syncs before anything depends on it).
     Never,
     /// Always (cursors).
     Always,
@@ -203,6 +237,9 @@ impl SledStore {
             .try_into()
             .map_err(|_| backend(&path, "wrong number of trees"))?;
         let kv = SledKv { trees, path };
+        if options.verify_on_open {
+            kv.verify()?;
+        }
         let had_schema = kv.get(Tree::Meta, keys::META_SCHEMA_VERSION)?.is_some();
         witness::verify(&kv.path, witnessed, had_schema, Counters::read(&kv)?)?;
         let init = ops::check_schema(&kv)?;
@@ -435,7 +472,7 @@ impl Runs for SledStore {
         origin: RunOrigin,
         runs: &[RunRecord],
     ) -> Result<Vec<bool>, StoreError> {
-        self.write(Flush::Policy, |kv| {
+        self.write(Flush::Never, |kv| {
             run_ops::plan_start_runs(kv, origin, runs)
         })
         .await
@@ -444,7 +481,7 @@ impl Runs for SledStore {
     async fn record_steps(
         &self,
         run_id: &str,
-        steps: &[(u32, StepReport)],
+        steps: &[(u32, &StepReport)],
     ) -> Result<(), StoreError> {
         self.write(Flush::Never, |kv| {
             Ok((run_ops::plan_record_steps(kv, run_id, steps)?, ()))
@@ -476,6 +513,10 @@ impl Runs for SledStore {
 
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
         run_ops::get_run(&self.kv, run_id)
+    }
+
+    async fn run_record(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        run_ops::read_run_record(&self.kv, run_id)
     }
 
     async fn inbox_entry(&self, seq: u64) -> Result<InboxEntry, StoreError> {

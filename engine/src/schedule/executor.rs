@@ -355,7 +355,7 @@ async fn run(
                         reports[i].reason = Some(why.into());
                         outputs.record(i, MjValue::from(()));
                         if let Some(j) = journal.as_mut() {
-                            j.push(&reports[i]);
+                            j.push(i);
                         }
                     }
                     Action::Consider(i) => {
@@ -385,7 +385,7 @@ async fn run(
                                 reports[i].reason = Some("`if` was false".into());
                                 outputs.record(i, MjValue::from(()));
                                 if let Some(j) = journal.as_mut() {
-                                    j.push(&reports[i]);
+                                    j.push(i);
                                 }
                             }
                             Ok(true) => {
@@ -406,7 +406,7 @@ async fn run(
                                     &mut handler_error,
                                 );
                                 if let Some(j) = journal.as_mut() {
-                                    j.push(&reports[i]);
+                                    j.push(i);
                                 }
                             }
                         }
@@ -417,9 +417,9 @@ async fn run(
         if let Some(j) = journal.as_mut() {
             // Durable before anything starts; merely committed when nothing does.
             let written = if to_start.is_empty() {
-                j.write().await
+                j.write(&reports).await
             } else {
-                j.sync().await
+                j.sync(&reports).await
             };
             if let Err(e) = written {
                 tracing::error!(error = %e, "the run journal cannot be written; stopping the run");
@@ -498,7 +498,7 @@ async fn run(
             }
         };
         if let (Some(i), Some(j)) = (done, journal.as_mut()) {
-            j.push(&reports[i]);
+            j.push(i);
         }
     }
     if run_error.is_none() {

@@ -292,7 +292,7 @@ impl Engine {
     /// The depth of a run, from its journal record (case events only exist with a store).
     async fn depth_of(&self, run_id: &str) -> u32 {
         match self.store() {
-            Some(store) => match store.get_run(run_id).await {
+            Some(store) => match store.run_record(run_id).await {
                 Ok(Some(r)) => r.input.depth,
                 Ok(None) => 0,
                 Err(e) => {
@@ -340,10 +340,10 @@ impl Engine {
     pub fn matching(&self, source: &str, event: &Value) -> (Vec<Arc<Plan>>, Vec<(String, String)>) {
         let mut hits = Vec::new();
         let mut errors = Vec::new();
-        let ctx = MjValue::from_serialize(serde_json::json!({
-            "event": event,
-            "now": executor::rfc3339(self.shared.services.clock.now()),
-        }));
+        let ctx = minijinja::context! {
+            event => MjValue::from_serialize(event),
+            now => executor::rfc3339(self.shared.services.clock.now()),
+        };
         for plan in &self.bundle.playbooks {
             if plan.trigger.event != source {
                 continue;
@@ -436,6 +436,20 @@ impl Engine {
     /// (acknowledged when `ack`); beyond the depth limit they are recorded as blocked by the
     /// loop guard, which says so on the case.
     async fn take_case_event(&self, ev: &CaseEvent, ack: bool) -> Result<Vec<Job>, crate::Error> {
+        let kind = ev.kind.as_str();
+        if !self
+            .bundle
+            .playbooks
+            .iter()
+            .any(|p| p.trigger.event == kind)
+        {
+            // No playbook listens: acknowledge without building the payload.
+            let origin = RunOrigin::CaseEvent {
+                event_id: ev.id,
+                ack,
+            };
+            return self.start_jobs(origin, Vec::new()).await;
+        }
         let depth = match &ev.actor {
             Actor::Playbook { run_id, .. } => self.depth_of(run_id).await + 1,
             _ => 1,
