@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 const HOOK_SECRET: &str = "Basic b2t0YTpob29rLXNlY3JldA==";
 const API_TOKEN: &str = "test-api-token-0123456789";
+const OKTA_TOKEN: &str = "okta-api-token";
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -67,6 +68,7 @@ impl Server {
             .arg(dir.join("config.yaml"))
             .env("TEST_OKTA_HOOK_SECRET", HOOK_SECRET)
             .env("TEST_CASEFLOW_API_TOKEN", API_TOKEN)
+            .env("TEST_OKTA_TOKEN", OKTA_TOKEN)
             .env("CASEFLOW_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -948,7 +950,6 @@ mod poller {
     }
 
     fn start(dir: &Path, base: &str) -> Server {
-        std::env::set_var("TEST_OKTA_TOKEN", "okta-api-token");
         Server::start(dir, &poll_config(base))
     }
 
@@ -960,7 +961,7 @@ mod poller {
         let e2 = threat("e0000000-0000-0000-0000-000000000002", "45.33.50.2");
         let e3 = threat("e0000000-0000-0000-0000-000000000003", "45.33.50.3");
         let e4 = threat("e0000000-0000-0000-0000-000000000004", "45.33.50.4");
-        let auth = || has_header("authorization", "SSWS okta-api-token");
+        let auth = || has_header("authorization", format!("SSWS {OKTA_TOKEN}").as_str());
         Mock::given(method("GET"))
             .and(path("/api/v1/logs"))
             .and(auth())
@@ -1056,10 +1057,7 @@ mod poller {
         );
         let (code, stderr) = s.terminate();
         assert_eq!(code, Some(0), "{stderr}");
-        assert!(
-            !stderr.contains("okta-api-token"),
-            "the token is never logged"
-        );
+        assert!(!stderr.contains(OKTA_TOKEN), "the token is never logged");
 
         // While stopped, a new event arrives at the cursor.
         Mock::given(method("GET"))
