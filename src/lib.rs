@@ -15,3 +15,8 @@ pub fn builtin_registry() -> engine::Registry {
     steps::register_builtin(&mut r);
     r
 }
+
+/// Background tasks `engine serve` runs beside the server: the notification outbox retry.
+pub fn background_tasks() -> Vec<engine::serve::BackgroundTask> {
+    vec![steps::notify::background_task()]
+}

@@ -18,6 +18,7 @@ pub mod persist;
 pub mod report;
 pub mod schedule;
 pub mod schema;
+pub mod serve;
 pub mod step;
 pub mod validate;
 

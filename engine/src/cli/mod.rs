@@ -1,9 +1,10 @@
 //! The `engine` command line. The binary's `main` builds a registry and calls [`main`].
 
 mod cases;
-mod events;
+pub(crate) mod events;
 mod graph;
 mod output;
+mod serve;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -52,6 +53,24 @@ enum Command {
         /// Print one JSON object instead of a summary.
         #[arg(long)]
         json: bool,
+    },
+    /// Serve HTTP: Okta event hooks, other event sources, the cases and runs API, metrics.
+    Serve {
+        /// Playbook files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Where state is kept.
+        #[arg(long, default_value = ".caseflow")]
+        data_dir: PathBuf,
+        /// Configuration file (YAML); default `data/config.yaml` beside the playbooks.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Seed for step randomness (assignment), for reproducible runs.
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// Check playbooks without running them.
     Validate {
@@ -161,6 +180,12 @@ enum GraphFormat {
 
 /// Parse the process arguments and run the command.
 pub fn main(registry: Registry) -> ExitCode {
+    main_with(registry, Vec::new())
+}
+
+/// Like [`main`], with background tasks that `engine serve` runs beside the server (the
+/// steps crate's notification retry, for one: the engine cannot depend on it).
+pub fn main_with(registry: Registry, tasks: Vec<crate::serve::BackgroundTask>) -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -169,7 +194,7 @@ pub fn main(registry: Registry) -> ExitCode {
         }
     };
     init_tracing();
-    match run(cli, registry) {
+    match run(cli, registry, tasks) {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("error: {msg}");
@@ -283,8 +308,29 @@ fn load(paths: &[PathBuf], registry: &Registry) -> Result<Bundle, ExitCode> {
     })
 }
 
-fn run(cli: Cli, registry: Registry) -> Result<ExitCode, String> {
+fn run(
+    cli: Cli,
+    registry: Registry,
+    tasks: Vec<crate::serve::BackgroundTask>,
+) -> Result<ExitCode, String> {
     match cli.command {
+        Command::Serve {
+            paths,
+            listen,
+            data_dir,
+            config,
+            seed,
+        } => serve::run(
+            serve::ServeArgs {
+                paths,
+                listen,
+                data_dir,
+                config,
+                seed,
+            },
+            registry,
+            tasks,
+        ),
         Command::Validate { paths } => {
             let bundle = match load(&paths, &registry) {
                 Ok(b) => b,
