@@ -21,6 +21,7 @@ pub mod schema;
 pub mod serve;
 pub mod step;
 pub mod validate;
+pub mod web;
 
 pub use compile::{load_paths, Bundle, Plan};
 pub use error::{Code, Diagnostic, Error};
