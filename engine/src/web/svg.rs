@@ -202,12 +202,20 @@ pub fn render(plan: &Plan, steps: Option<&[StepReport]>) -> String {
             y2 - dy
         )
     };
+    // One line per pair of steps: a `needs` that is also a template reference is drawn
+    // once, solid.
+    let mut edges: std::collections::BTreeMap<(usize, usize), Edge> = Default::default();
     for e in plan.graph.edge_references() {
         let (a, b) = (plan.graph[e.source()], plan.graph[e.target()]);
-        if a >= n || b >= n {
-            continue;
+        if a < n && b < n {
+            let w = edges.entry((a, b)).or_insert(*e.weight());
+            if *e.weight() == Edge::Needs {
+                *w = Edge::Needs;
+            }
         }
-        let dash = match e.weight() {
+    }
+    for ((a, b), weight) in edges {
+        let dash = match weight {
             Edge::Needs => "",
             Edge::Reference => r#" stroke-dasharray="5 4""#,
         };
@@ -349,6 +357,7 @@ steps:
   - id: d
     uses: echo
     needs: [b, c]
+    with: { y: "{{ steps.b.x }}" }
   - id: rescue
     uses: echo
 "#;

@@ -11,7 +11,7 @@ use crate::cases::{Actor, Case, Observable, Timestamp};
 pub struct When {
     /// RFC 3339, for `<time datetime>` and tooltips.
     pub iso: String,
-    /// `2026-11-27 08:01 UTC`.
+    /// `2026-11-27 08:01:12 UTC`.
     pub short: String,
     /// Unix milliseconds, for the countdown script.
     pub ms: i64,
@@ -19,8 +19,8 @@ pub struct When {
 
 pub fn when(t: Timestamp) -> When {
     let iso = t.to_string();
-    let short = match (iso.get(..10), iso.get(11..16)) {
-        (Some(d), Some(hm)) => format!("{d} {hm} UTC"),
+    let short = match (iso.get(..10), iso.get(11..19)) {
+        (Some(d), Some(hms)) => format!("{d} {hms} UTC"),
         _ => iso.clone(),
     };
     When {
@@ -336,7 +336,7 @@ mod tests {
         assert_eq!(span(-61_000), "1m");
         assert_eq!(span(5_000), "5s");
         let w = when(Timestamp::from_unix_millis(0).unwrap());
-        assert_eq!(w.short, "1970-01-01 00:00 UTC");
+        assert_eq!(w.short, "1970-01-01 00:00:00 UTC");
         assert_eq!(w.iso, "1970-01-01T00:00:00.000Z");
     }
 }
