@@ -50,9 +50,8 @@ impl AppState {
         config: ServeConfig,
         loopback: bool,
     ) -> Result<Self, ServeError> {
-        let backend = Arc::new(
-            Backend::new(engine, config.data_dir.clone()).map_err(ServeError::Config)?,
-        );
+        let backend =
+            Arc::new(Backend::new(engine, config.data_dir.clone()).map_err(ServeError::Config)?);
         let token = config.api_token.as_ref().map(|t| t.expose());
         let web = crate::web::WebState::new(backend.clone(), token)
             .map_err(|e| ServeError::Runtime(format!("web view templates: {e}")))?;

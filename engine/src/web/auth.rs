@@ -173,7 +173,10 @@ impl Auth {
     }
 
     fn encode(&self, s: &Session) -> String {
-        let name = s.user.as_deref().map_or("-".to_string(), |u| hex(u.as_bytes()));
+        let name = s
+            .user
+            .as_deref()
+            .map_or("-".to_string(), |u| hex(u.as_bytes()));
         let body = format!("1.{}.{}.{name}", s.expires, s.nonce);
         let mac = hmac::sign(&self.key, body.as_bytes());
         format!("{body}.{}", hex(mac.as_ref()))
@@ -260,7 +263,8 @@ pub fn is_loopback_host(host: &str) -> bool {
     let h = host_name(host).to_ascii_lowercase();
     h == "localhost"
         || h.ends_with(".localhost")
-        || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A local path to go back to after login: must start with one `/` (no `//host`, no
@@ -448,7 +452,9 @@ impl FromRequest<WebState> for Form {
             .map_err(IntoResponse::into_response)?;
         let mut fields = HashMap::new();
         for (k, v) in url::form_urlencoded::parse(&body) {
-            fields.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+            fields
+                .entry(k.into_owned())
+                .or_insert_with(|| v.into_owned());
         }
         let presented = fields.get("csrf").map_or("", String::as_str);
         if !state.auth.check_csrf(&session, presented) {
@@ -470,7 +476,13 @@ pub async fn login_page(
     let next = url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
         .find(|(k, _)| k == "next")
         .map(|(_, v)| v.into_owned());
-    page::login(&state, &session, &safe_next(next.as_deref()), None, StatusCode::OK)
+    page::login(
+        &state,
+        &session,
+        &safe_next(next.as_deref()),
+        None,
+        StatusCode::OK,
+    )
 }
 
 /// `POST /login`: token (when one is configured) and name.
@@ -525,7 +537,11 @@ mod tests {
         // Another name, the same MAC: refused.
         let forged = v.replacen(&hex(b"dana <x>"), &hex(b"admin"), 1);
         assert_eq!(a.verify(&forged, 1001), None);
-        let longer = v.replacen(&format!("1.{}.", s.expires), &format!("1.{}.", s.expires + 9999), 1);
+        let longer = v.replacen(
+            &format!("1.{}.", s.expires),
+            &format!("1.{}.", s.expires + 9999),
+            1,
+        );
         assert_eq!(a.verify(&longer, 1001), None);
         assert_eq!(a.verify("garbage", 1001), None);
         assert_eq!(a.verify("", 1001), None);
@@ -569,14 +585,26 @@ mod tests {
 
     #[test]
     fn hosts_and_next_paths() {
-        for h in ["localhost", "localhost:8080", "127.0.0.1:1", "[::1]:9", "a.localhost"] {
+        for h in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:1",
+            "[::1]:9",
+            "a.localhost",
+        ] {
             assert!(is_loopback_host(h), "{h}");
         }
         for h in ["evil.example", "10.0.0.1:80", "", "localhost.evil.example"] {
             assert!(!is_loopback_host(h), "{h}");
         }
         assert_eq!(safe_next(Some("/cases/CASE-000001")), "/cases/CASE-000001");
-        for bad in ["//evil.example", "https://evil.example", "/\\evil", "evil", ""] {
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil",
+            "evil",
+            "",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }
         assert_eq!(safe_next(None), "/");

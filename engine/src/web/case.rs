@@ -161,11 +161,7 @@ pub async fn set_state(
 }
 
 /// `POST /cases/{id}/assign` (`assignee`; blank unassigns).
-pub async fn assign(
-    State(state): State<WebState>,
-    Path(id): Path<String>,
-    form: Form,
-) -> Response {
+pub async fn assign(State(state): State<WebState>, Path(id): Path<String>, form: Form) -> Response {
     let changes = match form.get("assignee") {
         Some(a) if a.len() > 200 => Err(invalid("the assignee is longer than 200 bytes")),
         a => Ok(vec![CaseChange::Assign(a.map(str::to_string))]),

@@ -171,10 +171,7 @@ fn base(state: &WebState, session: Option<&Session>, nav: &str) -> Map<String, V
     let mut m = Map::new();
     m.insert("nav".into(), json!(nav));
     m.insert("asset_version".into(), json!(assets::version()));
-    m.insert(
-        "login_required".into(),
-        json!(state.auth.login_required()),
-    );
+    m.insert("login_required".into(), json!(state.auth.login_required()));
     if let Some(s) = session {
         m.insert("user".into(), json!(s.user));
         m.insert("csrf".into(), json!(state.auth.csrf(s)));
@@ -193,7 +190,16 @@ pub fn render(
     status: StatusCode,
     ctx: Value,
 ) -> Result<Response, WebError> {
-    render_with(state, session, template, nav, refresh, status, ctx, Vec::new())
+    render_with(
+        state,
+        session,
+        template,
+        nav,
+        refresh,
+        status,
+        ctx,
+        Vec::new(),
+    )
 }
 
 /// [`render`] with markup inserted unescaped: only for strings built with escaping (the
@@ -246,7 +252,10 @@ pub fn login(
 pub fn bounce(state: &WebState, target: &str) -> Response {
     let mut m = base(state, None, "");
     m.insert("target".into(), json!(target));
-    match state.templates.render("bounce.html", &Value::Object(m), Vec::new()) {
+    match state
+        .templates
+        .render("bounce.html", &Value::Object(m), Vec::new())
+    {
         Ok(body) => html(StatusCode::OK, body),
         Err(e) => WebError::internal("the page could not be rendered", e).into_response(),
     }

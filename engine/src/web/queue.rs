@@ -49,7 +49,12 @@ impl Filters {
                     }
                     f.state = v.to_string();
                 }
-                "severity" => f.severity = Some(v.parse().map_err(|e: crate::cases::UnknownName| bad(e.to_string()))?),
+                "severity" => {
+                    f.severity = Some(
+                        v.parse()
+                            .map_err(|e: crate::cases::UnknownName| bad(e.to_string()))?,
+                    )
+                }
                 "assignee" => f.assignee = Some(v.to_string()),
                 "tag" => f.tag = Some(v.to_string()),
                 // The refresh script and old bookmarks may add others; they filter nothing.

@@ -114,7 +114,7 @@ pub async fn page(
         .map_err(|e| WebError::internal("could not read the run", e))?
         .ok_or_else(|| {
             WebError::not_found(
-                "no such run (the server keeps recent runs; it may be older than those)",
+                "no such run: it may still be running (runs are listed once they finish), or be older than the runs the server keeps",
             )
         })?;
     let plan = state.backend.engine().bundle().get(&run.playbook).cloned();
@@ -172,5 +172,14 @@ pub async fn page(
     });
     // Unescaped: `svg::render` escapes every piece of text it draws.
     let safe = graph.map(|g| ("graph", g)).into_iter().collect();
-    page::render_with(&state, &session, "run.html", "runs", live, StatusCode::OK, ctx, safe)
+    page::render_with(
+        &state,
+        &session,
+        "run.html",
+        "runs",
+        live,
+        StatusCode::OK,
+        ctx,
+        safe,
+    )
 }

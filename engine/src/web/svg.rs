@@ -187,7 +187,10 @@ pub fn render(plan: &Plan, steps: Option<&[StepReport]>) -> String {
     let _ = write!(
         out,
         r##"<svg xmlns="http://www.w3.org/2000/svg" class="graph" role="img" viewBox="0 0 {width:.0} {height:.0}" width="{width:.0}" height="{height:.0}" font-family="system-ui, sans-serif" font-size="12"><title>{}</title><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#607d8b"/></marker><marker id="arrow-err" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#c62828"/></marker></defs>"##,
-        escape(&format!("playbook {} (on {})", plan.name, plan.trigger.event))
+        escape(&format!(
+            "playbook {} (on {})",
+            plan.name, plan.trigger.event
+        ))
     );
 
     let curve = |a: usize, b: usize| -> String {
@@ -282,7 +285,11 @@ pub fn render(plan: &Plan, steps: Option<&[StepReport]>) -> String {
             r##"<a href="#step-{id_attr}"><g class="step {status_class}" data-step="{id_attr}"><title>{tip}</title><rect x="{x:.1}" y="{y:.1}" width="{BOX_W}" height="{BOX_H}" rx="7" fill="{fill}" stroke="{stroke}" stroke-width="{sw}"{dash}/><text x="{tx:.1}" y="{ty1:.1}" text-anchor="middle" font-weight="600" fill="#1a1a1a">{id}</text><text x="{tx:.1}" y="{ty2:.1}" text-anchor="middle" fill="#455a64">{uses}</text><text x="{tx:.1}" y="{ty3:.1}" text-anchor="middle" fill="{stroke}">{detail}</text></g></a>"##,
             id_attr = escape(&s.id),
             tip = escape(&tip),
-            sw = if status == Some(Status::Failed) { 2.2 } else { 1.4 },
+            sw = if status == Some(Status::Failed) {
+                2.2
+            } else {
+                1.4
+            },
             dash = if s.is_handler {
                 r#" stroke-dasharray="6 3""#
             } else {
@@ -387,7 +394,11 @@ steps:
         assert_eq!(at("b"), 1);
         assert_eq!(at("c"), 1);
         assert_eq!(at("d"), 2);
-        assert_eq!(at("rescue"), 1, "a handler sits below the step routing to it");
+        assert_eq!(
+            at("rescue"),
+            1,
+            "a handler sits below the step routing to it"
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use axum::body::Body;
-use axum::http::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, HOST, LOCATION, SET_COOKIE};
+use axum::http::header::{
+    CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, HOST, LOCATION, SET_COOKIE,
+};
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
 use serde_json::{json, Map, Value};
@@ -14,8 +16,7 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::cases::{
-    Actor, CaseChange, CaseId, NewCase, NewObservable, ObservableType, Severity, Timestamp,
-    Verdict,
+    Actor, CaseChange, CaseId, NewCase, NewObservable, ObservableType, Severity, Timestamp, Verdict,
 };
 use crate::persist::{MemoryStore, Store, StoreError, WriteMeta, WriteOutcome};
 use crate::report::StepReport;
@@ -155,8 +156,8 @@ async fn app(token: Option<&str>) -> App {
     registry.register(Echo);
     let src = crate::load::parse_source(std::path::Path::new("t.yaml"), PLAYBOOK.into())
         .unwrap_or_else(|d| panic!("{d:?}"));
-    let bundle = crate::compile::compile_sources(&[src], &registry)
-        .unwrap_or_else(|d| panic!("{d:?}"));
+    let bundle =
+        crate::compile::compile_sources(&[src], &registry).unwrap_or_else(|d| panic!("{d:?}"));
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let services = Services::new()
         .with_store(store.clone())
@@ -205,7 +206,12 @@ async fn hostile_case(store: &Arc<dyn Store>) -> CaseId {
         ip,
     ];
     new.sla_due_at = Some(Timestamp::now().add_millis(3_600_000));
-    let id = store.create(new, &playbook("create")).await.unwrap().case.id;
+    let id = store
+        .create(new, &playbook("create"))
+        .await
+        .unwrap()
+        .case
+        .id;
     store
         .update(
             id,
@@ -363,28 +369,42 @@ async fn every_event_derived_string_is_escaped_on_every_page() {
         assert_eq!(r.status, StatusCode::OK, "{p}: {}", r.body);
         assert_inert(p, &r.body);
     }
-    let case = send(&app.router, get(&format!("/cases/{id}"), Some(&c))).await.body;
+    let case = send(&app.router, get(&format!("/cases/{id}"), Some(&c)))
+        .await
+        .body;
     // Each hostile field is there, as text.
     let esc = "&lt;script&gt;alert(1)&lt;&#x2f;script&gt;";
     for needle in [
-        format!("Okta {esc}"),                          // title
-        format!("displayMessage: {esc}"),               // description
-        format!("comment {esc}"),                       // comment (by a playbook)
-        format!("by a person {esc}"),                   // comment (by a person)
-        format!("eve{esc}"),                            // a person's name
-        "&lt;script&gt;alert(4)&lt;&#x2f;script&gt;".into(), // user observable
-        format!("prov{esc}"),                           // enrichment provider
+        format!("Okta {esc}"),                                 // title
+        format!("displayMessage: {esc}"),                      // description
+        format!("comment {esc}"),                              // comment (by a playbook)
+        format!("by a person {esc}"),                          // comment (by a person)
+        format!("eve{esc}"),                                   // a person's name
+        "&lt;script&gt;alert(4)&lt;&#x2f;script&gt;".into(),   // user observable
+        format!("prov{esc}"),                                  // enrichment provider
         "&quot;&gt;&lt;img src=x onerror=alert(2)&gt;".into(), // enrichment verdict, field value
-        format!("field{esc}"),                          // custom field name
-        "tag&quot;&gt;&lt;img".into(),                  // tag
-        "&#x27;&gt;&lt;svg&#x2f;onload=alert(3)&gt;".into(), // assignee
+        format!("field{esc}"),                                 // custom field name
+        "tag&quot;&gt;&lt;img".into(),                         // tag
+        "&#x27;&gt;&lt;svg&#x2f;onload=alert(3)&gt;".into(),   // assignee
     ] {
-        assert!(case.contains(&needle), "missing `{needle}` in the case page:\n{case}");
+        assert!(
+            case.contains(&needle),
+            "missing `{needle}` in the case page:\n{case}"
+        );
     }
     let run = send(&app.router, get("/runs/run-1", Some(&c))).await.body;
-    assert!(run.contains(&format!("upstream said {esc}")), "step error in the table");
-    assert!(run.contains("upstream said &lt;script&gt;alert(1)&lt;/script&gt;"), "step error in the graph tooltip");
-    assert!(run.contains("<svg xmlns=\"http://www.w3.org/2000/svg\""), "the graph is drawn");
+    assert!(
+        run.contains(&format!("upstream said {esc}")),
+        "step error in the table"
+    );
+    assert!(
+        run.contains("upstream said &lt;script&gt;alert(1)&lt;/script&gt;"),
+        "step error in the graph tooltip"
+    );
+    assert!(
+        run.contains("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+        "the graph is drawn"
+    );
     let queue = send(&app.router, get("/", Some(&c))).await.body;
     assert!(queue.contains(&format!("Okta {esc}")));
 }
@@ -419,12 +439,18 @@ async fn every_response_carries_the_csp() {
         let what = format!("{} {}", req.method(), req.uri());
         let r = send(&app.router, req).await;
         assert_eq!(
-            r.headers.get(CONTENT_SECURITY_POLICY).and_then(|v| v.to_str().ok()),
+            r.headers
+                .get(CONTENT_SECURITY_POLICY)
+                .and_then(|v| v.to_str().ok()),
             Some(CSP),
             "{what} ({})",
             r.status
         );
-        assert_eq!(r.headers.get("x-content-type-options").unwrap(), "nosniff", "{what}");
+        assert_eq!(
+            r.headers.get("x-content-type-options").unwrap(),
+            "nosniff",
+            "{what}"
+        );
         assert_eq!(r.headers.get("x-frame-options").unwrap(), "DENY", "{what}");
     }
     assert!(CSP.contains("script-src 'self'") && !CSP.contains("unsafe-inline"));
@@ -454,14 +480,22 @@ async fn login_sets_a_strict_http_only_cookie_without_the_token() {
     // A wrong token: 401, no session.
     let r = send(
         &app.router,
-        post("/login", Some(&anon), &[("csrf", &csrf), ("token", "wrong"), ("name", "x")]),
+        post(
+            "/login",
+            Some(&anon),
+            &[("csrf", &csrf), ("token", "wrong"), ("name", "x")],
+        ),
     )
     .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.body.contains("wrong token"));
     assert!(set_cookie(&r).is_none());
     // The right token without the CSRF token: 403.
-    let r = send(&app.router, post("/login", Some(&anon), &[("token", TOKEN)])).await;
+    let r = send(
+        &app.router,
+        post("/login", Some(&anon), &[("token", TOKEN)]),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 
     let r = send(
@@ -469,7 +503,12 @@ async fn login_sets_a_strict_http_only_cookie_without_the_token() {
         post(
             "/login",
             Some(&anon),
-            &[("csrf", &csrf), ("token", TOKEN), ("name", "dana"), ("next", "/runs")],
+            &[
+                ("csrf", &csrf),
+                ("token", TOKEN),
+                ("name", "dana"),
+                ("next", "/runs"),
+            ],
         ),
     )
     .await;
@@ -477,9 +516,15 @@ async fn login_sets_a_strict_http_only_cookie_without_the_token() {
     assert_eq!(r.headers.get(LOCATION).unwrap(), "/runs");
     let set = set_cookie(&r).unwrap();
     for flag in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
-        assert!(set.split("; ").any(|a| a == flag), "{flag} missing from `{set}`");
+        assert!(
+            set.split("; ").any(|a| a == flag),
+            "{flag} missing from `{set}`"
+        );
     }
-    assert!(!set.contains("Secure"), "plain HTTP: a Secure cookie would never come back");
+    assert!(
+        !set.contains("Secure"),
+        "plain HTTP: a Secure cookie would never come back"
+    );
     let value = cookie_value(&set);
     assert_ne!(value, anon, "a new session at login");
     for part in TOKEN.split(' ') {
@@ -508,7 +553,11 @@ async fn login_sets_a_strict_http_only_cookie_without_the_token() {
         post(
             "/login",
             Some(&anon),
-            &[("csrf", &csrf), ("token", TOKEN), ("next", "//evil.example/x")],
+            &[
+                ("csrf", &csrf),
+                ("token", TOKEN),
+                ("next", "//evil.example/x"),
+            ],
         ),
     )
     .await;
@@ -517,7 +566,11 @@ async fn login_sets_a_strict_http_only_cookie_without_the_token() {
     // Logging out clears the cookie.
     let r = send(&app.router, get("/", Some(&value))).await;
     let csrf = csrf_of(&r.body);
-    let r = send(&app.router, post("/logout", Some(&value), &[("csrf", &csrf)])).await;
+    let r = send(
+        &app.router,
+        post("/logout", Some(&value), &[("csrf", &csrf)]),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert!(set_cookie(&r).unwrap().contains("Max-Age=0"));
 }
@@ -533,15 +586,29 @@ async fn changes_without_the_right_csrf_token_are_refused() {
     let path = format!("/cases/{id}/state");
     for (what, req) in [
         ("no token", post(&path, Some(&c), &[("to", "in_progress")])),
-        ("a wrong token", post(&path, Some(&c), &[("to", "in_progress"), ("csrf", "00ff")])),
+        (
+            "a wrong token",
+            post(&path, Some(&c), &[("to", "in_progress"), ("csrf", "00ff")]),
+        ),
         (
             "another session's token",
-            post(&path, Some(&c), &[("to", "in_progress"), ("csrf", &other_csrf)]),
+            post(
+                &path,
+                Some(&c),
+                &[("to", "in_progress"), ("csrf", &other_csrf)],
+            ),
         ),
-        ("no session", post(&path, None, &[("to", "in_progress"), ("csrf", &csrf)])),
+        (
+            "no session",
+            post(&path, None, &[("to", "in_progress"), ("csrf", &csrf)]),
+        ),
         (
             "an empty token",
-            post(&format!("/cases/{id}/comment"), Some(&other), &[("text", "hi"), ("csrf", "")]),
+            post(
+                &format!("/cases/{id}/comment"),
+                Some(&other),
+                &[("text", "hi"), ("csrf", "")],
+            ),
         ),
     ] {
         let r = send(&app.router, req).await;
@@ -563,7 +630,10 @@ async fn changes_without_the_right_csrf_token_are_refused() {
         send(&app.router, req).await.status,
         StatusCode::UNSUPPORTED_MEDIA_TYPE
     );
-    assert!(app.fake.changes.lock().unwrap().is_empty(), "nothing reached the engine");
+    assert!(
+        app.fake.changes.lock().unwrap().is_empty(),
+        "nothing reached the engine"
+    );
     assert_eq!(app.fake.store.get(id).await.unwrap().unwrap(), before);
 
     // Same-origin, with the token: accepted.
@@ -585,11 +655,18 @@ async fn actions_are_a_persons_case_changes() {
     };
     let r = send(
         &app.router,
-        post(&format!("{page}/state"), Some(&c), &[("csrf", &csrf), ("to", "in_progress")]),
+        post(
+            &format!("{page}/state"),
+            Some(&c),
+            &[("csrf", &csrf), ("to", "in_progress")],
+        ),
     )
     .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
-    assert_eq!(r.headers.get(LOCATION).unwrap().to_str().unwrap(), format!("{page}?done=state"));
+    assert_eq!(
+        r.headers.get(LOCATION).unwrap().to_str().unwrap(),
+        format!("{page}?done=state")
+    );
     let r = send(&app.router, get(&format!("{page}?done=state"), Some(&c))).await;
     assert!(r.body.contains("State changed."));
     assert!(r.body.contains("state-in_progress"));
@@ -601,7 +678,11 @@ async fn actions_are_a_persons_case_changes() {
     ] {
         let mut form = vec![("csrf", csrf.as_str())];
         form.extend(fields);
-        let r = send(&app.router, post(&format!("{page}/{action}"), Some(&c), &form)).await;
+        let r = send(
+            &app.router,
+            post(&format!("{page}/{action}"), Some(&c), &form),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{action}: {}", r.body);
     }
     let changes = app.fake.changes.lock().unwrap().clone();
@@ -617,36 +698,62 @@ async fn actions_are_a_persons_case_changes() {
     // A refused transition shows the page with the reason, 409, and changes nothing.
     let r = send(
         &app.router,
-        post(&format!("{page}/state"), Some(&c), &[("csrf", &csrf), ("to", "new")]),
+        post(
+            &format!("{page}/state"),
+            Some(&c),
+            &[("csrf", &csrf), ("to", "new")],
+        ),
     )
     .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert!(r.body.contains("cannot move"), "{}", r.body);
-    assert!(!r.body.contains("data-refresh"), "no live refresh of a POST's URL");
+    assert!(
+        !r.body.contains("data-refresh"),
+        "no live refresh of a POST's URL"
+    );
     // Resolving needs a reason.
     let r = send(
         &app.router,
-        post(&format!("{page}/state"), Some(&c), &[("csrf", &csrf), ("to", "resolved")]),
+        post(
+            &format!("{page}/state"),
+            Some(&c),
+            &[("csrf", &csrf), ("to", "resolved")],
+        ),
     )
     .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.body.contains("resolution reason"));
     let r = send(
         &app.router,
-        post(&format!("{page}/comment"), Some(&c), &[("csrf", &csrf), ("text", "   ")]),
+        post(
+            &format!("{page}/comment"),
+            Some(&c),
+            &[("csrf", &csrf), ("text", "   ")],
+        ),
     )
     .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     let r = send(
         &app.router,
-        post(&format!("{page}/severity"), Some(&c), &[("csrf", &csrf), ("severity", "urgent")]),
+        post(
+            &format!("{page}/severity"),
+            Some(&c),
+            &[("csrf", &csrf), ("severity", "urgent")],
+        ),
     )
     .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(app.fake.store.get(id).await.unwrap().unwrap().state, crate::cases::CaseState::InProgress);
+    assert_eq!(
+        app.fake.store.get(id).await.unwrap().unwrap().state,
+        crate::cases::CaseState::InProgress
+    );
     let r = send(
         &app.router,
-        post("/cases/CASE-999999/comment", Some(&c), &[("csrf", &csrf), ("text", "x")]),
+        post(
+            "/cases/CASE-999999/comment",
+            Some(&c),
+            &[("csrf", &csrf), ("text", "x")],
+        ),
     )
     .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
@@ -668,9 +775,17 @@ async fn without_a_token_no_login_but_loopback_names_only() {
     let path = format!("/cases/{id}/comment");
     let r = send(&app.router, post(&path, Some(&c), &[("text", "hi")])).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let r = send(&app.router, post(&path, None, &[("text", "hi"), ("csrf", &csrf)])).await;
+    let r = send(
+        &app.router,
+        post(&path, None, &[("text", "hi"), ("csrf", &csrf)]),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let r = send(&app.router, post(&path, Some(&c), &[("text", "hi"), ("csrf", &csrf)])).await;
+    let r = send(
+        &app.router,
+        post(&path, Some(&c), &[("text", "hi"), ("csrf", &csrf)]),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     // Picking a name.
     let r = send(
@@ -690,7 +805,10 @@ async fn without_a_token_no_login_but_loopback_names_only() {
     let r = send(&app.router, req).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(!r.body.contains("Okta"));
-    let req = Request::get("/").header(HOST, "localhost:8080").body(Body::empty()).unwrap();
+    let req = Request::get("/")
+        .header(HOST, "localhost:8080")
+        .body(Body::empty())
+        .unwrap();
     assert_eq!(send(&app.router, req).await.status, StatusCode::OK);
 }
 
@@ -702,8 +820,16 @@ async fn links_from_other_sites_reload_once_to_send_the_cookie() {
         .insert("sec-fetch-site", "cross-site".parse().unwrap());
     let r = send(&app.router, req).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(r.body.contains("data-bounce=\"&#x2f;cases&#x2f;CASE-000001\""), "{}", r.body);
-    assert!(set_cookie(&r).is_none(), "the session the browser withheld is not replaced");
+    assert!(
+        r.body
+            .contains("data-bounce=\"&#x2f;cases&#x2f;CASE-000001\""),
+        "{}",
+        r.body
+    );
+    assert!(
+        set_cookie(&r).is_none(),
+        "the session the browser withheld is not replaced"
+    );
 }
 
 #[tokio::test]
@@ -715,7 +841,11 @@ async fn the_queue_is_ordered_by_severity_then_sla() {
     let mk = |title: &str, sev, due: Option<i64>| {
         let mut n = NewCase::new(title, sev);
         n.sla_due_at = due.map(|ms| now.add_millis(ms));
-        n.tags.insert(if sev == Severity::Low { "low".into() } else { "iam".into() });
+        n.tags.insert(if sev == Severity::Low {
+            "low".into()
+        } else {
+            "iam".into()
+        });
         n
     };
     let mut ids = Vec::new();
@@ -735,7 +865,10 @@ async fn the_queue_is_ordered_by_severity_then_sla() {
         .match_indices("data-case=\"")
         .map(|(i, _)| r.body[i + 11..].split('"').next().unwrap())
         .collect();
-    let expect: Vec<&str> = [2, 4, 1, 3, 0, 5].iter().map(|&i| ids[i].as_str()).collect();
+    let expect: Vec<&str> = [2, 4, 1, 3, 0, 5]
+        .iter()
+        .map(|&i| ids[i].as_str())
+        .collect();
     assert_eq!(order, expect);
     assert!(r.body.contains("1 breached"));
     assert!(r.body.contains("breached 1m ago"));
@@ -761,7 +894,8 @@ async fn the_playbooks_page_lists_triggers() {
     assert!(r.body.contains("triage"));
     assert!(r.body.contains("okta"));
     assert!(
-        r.body.contains("event.eventType == &#x27;user.session.start&#x27;"),
+        r.body
+            .contains("event.eventType == &#x27;user.session.start&#x27;"),
         "{}",
         r.body
     );
@@ -780,13 +914,26 @@ async fn assets_are_embedded_and_versioned() {
         ("app.css", "text/css; charset=utf-8"),
         ("favicon.svg", "image/svg+xml"),
     ] {
-        let r = send(&app.router, get(&format!("/assets/{file}?v={}", assets::version()), None)).await;
+        let r = send(
+            &app.router,
+            get(&format!("/assets/{file}?v={}", assets::version()), None),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK, "{file} without login");
         assert_eq!(r.headers.get(CONTENT_TYPE).unwrap(), ctype);
-        assert!(r.headers.get("cache-control").unwrap().to_str().unwrap().contains("immutable"));
+        assert!(r
+            .headers
+            .get("cache-control")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("immutable"));
         assert!(!r.body.is_empty());
     }
     let js = send(&app.router, get("/assets/app.js", None)).await.body;
-    assert!(!js.contains("innerHTML ="), "the script never writes HTML strings");
+    assert!(
+        !js.contains("innerHTML ="),
+        "the script never writes HTML strings"
+    );
     assert!(!js.contains("eval("));
 }

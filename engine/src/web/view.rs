@@ -319,8 +319,14 @@ mod tests {
     #[test]
     fn sla_countdown_and_breach() {
         let now = Timestamp::from_unix_millis(1_700_000_000_000).unwrap();
-        let s = sla(&case(CaseState::New, Some(3 * 3_600_000 + 60_000), false), now);
-        assert_eq!((s.text.as_str(), s.breached, s.live), ("due in 3h 1m", false, true));
+        let s = sla(
+            &case(CaseState::New, Some(3 * 3_600_000 + 60_000), false),
+            now,
+        );
+        assert_eq!(
+            (s.text.as_str(), s.breached, s.live),
+            ("due in 3h 1m", false, true)
+        );
         let s = sla(&case(CaseState::InProgress, Some(-7_200_000), false), now);
         assert_eq!((s.text.as_str(), s.breached), ("breached 2h 0m ago", true));
         let s = sla(&case(CaseState::Resolved, Some(-7_200_000), false), now);
