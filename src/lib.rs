@@ -16,7 +16,8 @@ pub fn builtin_registry() -> engine::Registry {
     r
 }
 
-/// Background tasks `engine serve` runs beside the server: the notification outbox retry.
-pub fn background_tasks() -> Vec<engine::serve::BackgroundTask> {
-    vec![steps::notify::background_task()]
+/// What `engine serve` plugs into its engine from the steps crate: the notification
+/// outbox retry (a tick hook of the worker).
+pub fn serve_hooks() -> Vec<engine::serve::EngineHook> {
+    vec![std::sync::Arc::new(steps::notify::register_retry)]
 }

@@ -152,20 +152,19 @@ async fn the_case_page_form_fires_the_same_triggers_as_the_api() {
         .unwrap();
     assert_eq!(changed["actor"]["name"], "eli.analyst@acme.example");
 
-    // The run that did it, with its graph (once it has finished: the server's run history
-    // records finished runs).
-    let r = loop {
-        let r = web
-            .get(format!("{base}/runs/{run_id}"))
-            .header(COOKIE, &session)
-            .send()
-            .await
-            .unwrap();
-        if r.status() != StatusCode::NOT_FOUND || Instant::now() > deadline {
-            break r;
-        }
+    // The run that did it, with its graph, once it has finished.
+    while api(&api_client, &base, &format!("/api/runs/{run_id}")).await["run"]["status"]
+        == "running"
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    }
+    let r = web
+        .get(format!("{base}/runs/{run_id}"))
+        .header(COOKIE, &session)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let page = r.text().await.unwrap();
     assert!(page.contains("iam-state-changed"));

@@ -14,7 +14,7 @@ pub enum RunStatus {
 }
 
 /// One run of one playbook.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
     pub run_id: String,
     pub playbook: String,
@@ -31,6 +31,12 @@ pub struct RunReport {
     /// Why the run failed, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The dedup key of the incoming event that started the run (`okta:<uuid>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_key: Option<String>,
+    /// The inbox entry that started the run (see `Engine::ingest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbox_seq: Option<u64>,
 }
 
 impl RunReport {
@@ -40,7 +46,7 @@ impl RunReport {
 }
 
 /// One step of a run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepReport {
     pub id: String,
     pub uses: String,

@@ -149,7 +149,7 @@ fn newer_schema_version_is_refused() {
         let db = open_raw(dir.path());
         db.open_tree("meta")
             .unwrap()
-            .insert("schema_version", &3u32.to_be_bytes()[..])
+            .insert("schema_version", &4u32.to_be_bytes()[..])
             .unwrap();
         db.flush().unwrap();
     }
@@ -157,38 +157,68 @@ fn newer_schema_version_is_refused() {
     assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
     assert!(
         e.to_string()
-            .contains("schema version 3 is newer than this engine supports (2)"),
+            .contains("schema version 4 is newer than this engine supports (3)"),
         "{e}"
     );
 }
 
+/// Rewrites a current store as an older schema version wrote it: the version in `meta`,
+/// without the trees that version did not have.
+fn downgrade(dir: &std::path::Path, version: u32) {
+    let db = open_raw(dir);
+    db.open_tree("meta")
+        .unwrap()
+        .insert("schema_version", &version.to_be_bytes()[..])
+        .unwrap();
+    let mut added = vec![
+        "inboxseq_event",
+        "inboxseq_runid",
+        "runid_run",
+        "runstep_result",
+        "unfinished_runid",
+        "cursor_value",
+    ];
+    if version < 2 {
+        added.extend(["eventkey_receivedat", "eventplaybook_runid"]);
+    }
+    for t in added {
+        db.drop_tree(t).unwrap();
+    }
+    db.flush().unwrap();
+}
+
 #[tokio::test]
-async fn a_version_1_store_is_upgraded_in_place() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let s = SledStore::open(dir.path()).unwrap();
-        s.create(case_with_ip(1), &meta(0)).await.unwrap();
-    }
-    {
-        // What version 1 wrote: the same trees minus the inbox ones.
+async fn older_stores_are_upgraded_in_place() {
+    for version in [1u32, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            s.create(case_with_ip(1), &meta(0)).await.unwrap();
+            if version == 2 {
+                assert!(s.record_incoming("okta:u0", meta(0).at).await.unwrap());
+            }
+        }
+        downgrade(dir.path(), version);
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            assert_eq!(s.get(CaseId(1)).await.unwrap().unwrap().title, "case 1");
+            assert!(s.record_incoming("okta:u1", meta(1).at).await.unwrap());
+            assert_eq!(
+                s.record_incoming("okta:u0", meta(1).at).await.unwrap(),
+                version == 1,
+                "version 2 inbox keys are kept"
+            );
+            assert_eq!(s.inbox_depth().await.unwrap(), 0);
+            assert!(s.check().await.unwrap().is_empty());
+        }
         let db = open_raw(dir.path());
-        db.open_tree("meta")
-            .unwrap()
-            .insert("schema_version", &1u32.to_be_bytes()[..])
-            .unwrap();
-        db.drop_tree("eventkey_receivedat").unwrap();
-        db.drop_tree("eventplaybook_runid").unwrap();
-        db.flush().unwrap();
+        let v = db.open_tree("meta").unwrap().get("schema_version").unwrap();
+        assert_eq!(
+            v.as_deref(),
+            Some(&3u32.to_be_bytes()[..]),
+            "from {version}"
+        );
     }
-    {
-        let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(s.get(CaseId(1)).await.unwrap().unwrap().title, "case 1");
-        assert!(s.record_incoming("okta:u1", meta(1).at).await.unwrap());
-        assert!(s.check().await.unwrap().is_empty());
-    }
-    let db = open_raw(dir.path());
-    let v = db.open_tree("meta").unwrap().get("schema_version").unwrap();
-    assert_eq!(v.as_deref(), Some(&2u32.to_be_bytes()[..]));
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use super::{bundled_config, load, open_store, output, runtime, CasesCommand};
+use super::{bundled_config, load, open_store, open_store_with, output, runtime, CasesCommand};
 use crate::cases::{Actor, Case, CaseChange, CaseId, CaseState, Severity, Timestamp};
 use crate::persist::{CaseQuery, CaseSort, Store, WriteMeta};
 use crate::schedule::Engine;
@@ -142,7 +142,7 @@ pub fn run(command: CasesCommand, registry: Registry) -> Result<ExitCode, String
             };
             let config = config.or_else(|| bundled_config(&playbooks));
             let config = crate::config::load(config.as_deref()).map_err(|e| e.to_string())?;
-            let store = open_store(&data_dir)?;
+            let store = open_store_with(&data_dir, &config)?;
             let name = actor
                 .or_else(|| std::env::var("USER").ok())
                 .unwrap_or_else(|| "cli".to_string());

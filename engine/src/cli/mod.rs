@@ -183,9 +183,9 @@ pub fn main(registry: Registry) -> ExitCode {
     main_with(registry, Vec::new())
 }
 
-/// Like [`main`], with background tasks that `engine serve` runs beside the server (the
-/// steps crate's notification retry, for one: the engine cannot depend on it).
-pub fn main_with(registry: Registry, tasks: Vec<crate::serve::BackgroundTask>) -> ExitCode {
+/// Like [`main`], with hooks `engine serve` calls with its engine before serving (the
+/// steps crate registers its notification retry this way: the engine cannot depend on it).
+pub fn main_with(registry: Registry, hooks: Vec<crate::serve::EngineHook>) -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -194,7 +194,7 @@ pub fn main_with(registry: Registry, tasks: Vec<crate::serve::BackgroundTask>) -
         }
     };
     init_tracing();
-    match run(cli, registry, tasks) {
+    match run(cli, registry, hooks) {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("error: {msg}");
@@ -245,11 +245,22 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
-/// Open (or create) the sled store under `dir`.
+/// Open (or create) the sled store under `dir` with the default options.
 fn open_store(dir: &std::path::Path) -> Result<std::sync::Arc<dyn crate::persist::Store>, String> {
+    open_store_with(dir, &serde_json::Value::Null)
+}
+
+/// Open (or create) the sled store under `dir` with the options of a config file
+/// (`durability`, `store.flush_every_ms`).
+fn open_store_with(
+    dir: &std::path::Path,
+    config: &serde_json::Value,
+) -> Result<std::sync::Arc<dyn crate::persist::Store>, String> {
+    let options = crate::persist::StoreOptions::from_config(config).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("cannot create data dir `{}`: {e}", dir.display()))?;
-    let store = crate::persist::SledStore::open(dir).map_err(|e| e.to_string())?;
+    let store =
+        crate::persist::SledStore::open_with_options(dir, options).map_err(|e| e.to_string())?;
     Ok(std::sync::Arc::new(store))
 }
 
@@ -311,7 +322,7 @@ fn load(paths: &[PathBuf], registry: &Registry) -> Result<Bundle, ExitCode> {
 fn run(
     cli: Cli,
     registry: Registry,
-    tasks: Vec<crate::serve::BackgroundTask>,
+    hooks: Vec<crate::serve::EngineHook>,
 ) -> Result<ExitCode, String> {
     match cli.command {
         Command::Serve {
@@ -329,7 +340,7 @@ fn run(
                 seed,
             },
             registry,
-            tasks,
+            hooks,
         ),
         Command::Validate { paths } => {
             let bundle = match load(&paths, &registry) {
@@ -440,7 +451,7 @@ fn run(
                 }
                 all
             };
-            let store = open_store(&data_dir)?;
+            let store = open_store_with(&data_dir, &config)?;
             let outbox = std::sync::Arc::new(crate::notify::Outbox::in_dir(&data_dir));
             let mut services = Services::new()
                 .with_config(config)
@@ -451,6 +462,17 @@ fn run(
             let rt = runtime()?;
             let started = crate::cases::Timestamp::now();
             let mut reports = Vec::new();
+            // Runs an earlier process left unfinished (a crash, a stop), and what it queued,
+            // before anything new.
+            let resumed = rt.block_on(engine.resume()).map_err(|e| e.to_string())?;
+            if !resumed.is_empty() {
+                reports.push(output::EventRuns {
+                    label: "resumed after a restart".into(),
+                    event: serde_json::json!({"type": "resume"}),
+                    runs: resumed,
+                    duplicate: false,
+                });
+            }
             // Deadlines that passed while the engine was stopped, before anything new.
             sla_sweep(&rt, &engine, &mut reports)?;
             let mut duplicates = 0usize;

@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{bundled_config, load, open_store, runtime};
+use super::{bundled_config, load, open_store_with, runtime};
 use crate::schedule::Engine;
-use crate::serve::{BackgroundTask, ServeConfig, Server};
+use crate::serve::{EngineHook, ServeConfig, Server};
 use crate::step::{Registry, Services};
 
 pub struct ServeArgs {
@@ -27,7 +27,7 @@ pub struct ServeArgs {
 pub fn run(
     args: ServeArgs,
     registry: Registry,
-    tasks: Vec<BackgroundTask>,
+    hooks: Vec<EngineHook>,
 ) -> Result<ExitCode, String> {
     let bundle = match load(&args.paths, &registry) {
         Ok(b) => b,
@@ -35,20 +35,22 @@ pub fn run(
     };
     let config_path = args.config.or_else(|| bundled_config(&args.paths));
     let config = crate::config::load(config_path.as_deref()).map_err(|e| e.to_string())?;
-    let mut serve_config = ServeConfig::from_config(&config).map_err(|e| match &config_path {
+    let serve_config = ServeConfig::from_config(&config).map_err(|e| match &config_path {
         Some(p) => format!("{}: {e}", p.display()),
         None => e.to_string(),
     })?;
-    serve_config.data_dir = Some(args.data_dir.clone());
-    let store = open_store(&args.data_dir)?;
+    let store = open_store_with(&args.data_dir, &config)?;
     let outbox = Arc::new(crate::notify::Outbox::in_dir(&args.data_dir));
     let mut services = Services::new().with_config(config).with_store(store);
     services.insert(outbox);
     services.seed = args.seed;
     let engine = Arc::new(Engine::new(bundle, services));
+    for hook in &hooks {
+        hook(&engine);
+    }
     let rt = runtime()?;
     rt.block_on(async move {
-        let server = Server::bind(engine, serve_config, &args.listen, tasks)
+        let server = Server::bind(engine, serve_config, &args.listen)
             .await
             .map_err(|e| e.to_string())?;
         let addr = server.local_addr();

@@ -23,10 +23,16 @@ pub(crate) enum Tree {
     Meta,
     EventkeyReceivedat,
     EventplaybookRunid,
+    InboxseqEvent,
+    InboxseqRunid,
+    RunidRun,
+    RunstepResult,
+    UnfinishedRunid,
+    CursorValue,
 }
 
 /// Number of trees.
-pub(crate) const TREE_COUNT: usize = 15;
+pub(crate) const TREE_COUNT: usize = 21;
 
 impl Tree {
     pub(crate) const ALL: [Tree; TREE_COUNT] = [
@@ -45,6 +51,12 @@ impl Tree {
         Tree::Meta,
         Tree::EventkeyReceivedat,
         Tree::EventplaybookRunid,
+        Tree::InboxseqEvent,
+        Tree::InboxseqRunid,
+        Tree::RunidRun,
+        Tree::RunstepResult,
+        Tree::UnfinishedRunid,
+        Tree::CursorValue,
     ];
 
     /// The index trees derived from cases (rebuilt from `caseid_case` by `check`).
@@ -77,6 +89,12 @@ impl Tree {
             Tree::Meta => "meta",
             Tree::EventkeyReceivedat => "eventkey_receivedat",
             Tree::EventplaybookRunid => "eventplaybook_runid",
+            Tree::InboxseqEvent => "inboxseq_event",
+            Tree::InboxseqRunid => "inboxseq_runid",
+            Tree::RunidRun => "runid_run",
+            Tree::RunstepResult => "runstep_result",
+            Tree::UnfinishedRunid => "unfinished_runid",
+            Tree::CursorValue => "cursor_value",
         }
     }
 
@@ -91,10 +109,14 @@ pub(crate) const META_SCHEMA_VERSION: &[u8] = b"schema_version";
 pub(crate) const META_NEXT_CASE_ID: &[u8] = b"next_case_id";
 /// `meta` key: the next case event id, `u64` big-endian.
 pub(crate) const META_NEXT_EVENT_ID: &[u8] = b"next_event_id";
+/// `meta` key: the next incoming-event (inbox) sequence number, `u64` big-endian.
+pub(crate) const META_NEXT_INBOX_SEQ: &[u8] = b"next_inbox_seq";
 /// The schema version this code writes and reads. Version 2 added the
-/// `eventkey_receivedat` and `eventplaybook_runid` trees; a version 1 store is upgraded by
-/// writing the new version (the new trees start empty, no key changes).
-pub(crate) const SCHEMA_VERSION: u32 = 2;
+/// `eventkey_receivedat` and `eventplaybook_runid` trees; version 3 the inbox queue
+/// (`inboxseq_event`, `inboxseq_runid`), the run journal (`runid_run`, `runstep_result`,
+/// `unfinished_runid`) and `cursor_value`. Older stores are upgraded by writing the new
+/// version: every upgrade so far only added trees, which start empty; no key changed.
+pub(crate) const SCHEMA_VERSION: u32 = 3;
 /// The oldest schema version this code upgrades in place.
 pub(crate) const OLDEST_UPGRADABLE_VERSION: u32 = 1;
 
@@ -258,6 +280,44 @@ pub(crate) fn delivery_key(event_id: u64, playbook: &str) -> Vec<u8> {
     k
 }
 
+/// Key of a queued incoming event, and the prefix of its run index entries.
+pub(crate) fn seq_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+/// Key of an `inboxseq_runid` entry: inbox seq `u64` ++ run id `str`.
+pub(crate) fn inbox_run_key(seq: u64, run_id: &str) -> Vec<u8> {
+    let mut k = seq_key(seq).to_vec();
+    push_str(&mut k, run_id);
+    k
+}
+
+/// Key of a run record (`runid_run`, `unfinished_runid`), and the prefix of its journal.
+pub(crate) fn run_key(run_id: &str) -> Vec<u8> {
+    str_prefix(&[run_id])
+}
+
+/// Key of one step's journal entry: run id `str` ++ step id `str`.
+pub(crate) fn step_key(run_id: &str, step_id: &str) -> Vec<u8> {
+    str_prefix(&[run_id, step_id])
+}
+
+/// Key of a named cursor.
+pub(crate) fn cursor_key(name: &str) -> Vec<u8> {
+    str_prefix(&[name])
+}
+
+/// Splits a key made of escaped strings into the strings.
+pub(crate) fn strs(mut bytes: &[u8]) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let end = bytes.iter().position(|b| *b == 0)?;
+        out.push(single_str(&bytes[..=end])?);
+        bytes = &bytes[end + 1..];
+    }
+    Some(out)
+}
+
 /// Key of an idempotency record.
 pub(crate) fn idempotency_key(run_id: &str, step_id: &str) -> Vec<u8> {
     str_prefix(&[run_id, step_id])
@@ -273,6 +333,12 @@ pub(crate) fn corrupt(
     let key = match (tree, u64_value(key)) {
         (Tree::CaseidCase, Some(id)) => CaseId(id).to_string(),
         (Tree::EventidCaseevent, Some(id)) => format!("event {id}"),
+        (Tree::InboxseqEvent, Some(seq)) => format!("inbox entry {seq}"),
+        (Tree::RunidRun | Tree::RunstepResult | Tree::UnfinishedRunid | Tree::CursorValue, _) => {
+            strs(key)
+                .map(|p| p.join(" "))
+                .unwrap_or_else(|| String::from_utf8_lossy(key).into_owned())
+        }
         (Tree::EventplaybookRunid, _) if key.len() >= 8 => format!(
             "event {} playbook {}",
             u64_value(&key[..8]).unwrap_or_default(),
@@ -320,6 +386,16 @@ mod tests {
         }
         assert_eq!(single_str(b"ab"), None);
         assert_eq!(single_str(b"a\0b\0"), None);
+    }
+
+    #[test]
+    fn strs_splits_multi_part_keys() {
+        assert_eq!(
+            strs(&step_key("run-1", "a\u{0}b")),
+            Some(vec!["run-1".to_string(), "a\u{0}b".to_string()])
+        );
+        assert_eq!(strs(b""), Some(vec![]));
+        assert_eq!(strs(b"abc"), None);
     }
 
     #[test]

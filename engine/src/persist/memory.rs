@@ -9,10 +9,16 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
+use super::incoming::{Enqueued, Incoming, NewIncoming};
 use super::keys::{self, Tree, TREE_COUNT};
 use super::ops::{self, KvIter, KvRead, WriteSet};
-use super::{CaseQuery, CaseRead, CaseWrite, Delivery, Inbox, StoreError, WriteMeta, WriteOutcome};
+use super::runs::{InboxEntry, RunFilter, RunOrigin, RunRecord, RunSummary, Runs};
+use super::{
+    inbox_ops, run_ops, CaseQuery, CaseRead, CaseWrite, Delivery, Inbox, StoreError, WriteMeta,
+    WriteOutcome,
+};
 use crate::cases::{Case, CaseChange, CaseEvent, CaseId, NewCase, Timestamp};
+use crate::report::StepReport;
 
 struct MemKv {
     trees: [BTreeMap<Vec<u8>, Vec<u8>>; TREE_COUNT],
@@ -152,6 +158,10 @@ impl CaseWrite for MemoryStore {
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -171,5 +181,68 @@ impl Inbox for MemoryStore {
 
     async fn deliveries(&self, event_id: u64) -> Result<Vec<Delivery>, StoreError> {
         ops::deliveries(&*self.lock(), event_id)
+    }
+
+    async fn enqueue_incoming(&self, events: &[NewIncoming]) -> Result<Vec<Enqueued>, StoreError> {
+        self.write(|kv| inbox_ops::plan_enqueue(kv, events))
+    }
+
+    async fn pending_incoming(&self, limit: usize) -> Result<Vec<Incoming>, StoreError> {
+        inbox_ops::pending_incoming(&*self.lock(), limit)
+    }
+
+    async fn inbox_depth(&self) -> Result<u64, StoreError> {
+        Ok(self.lock().trees[Tree::InboxseqEvent.index()].len() as u64)
+    }
+
+    async fn get_cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
+        inbox_ops::get_cursor(&*self.lock(), name)
+    }
+
+    async fn put_cursor(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        self.write(|_| Ok((inbox_ops::plan_put_cursor(name, value), ())))
+    }
+}
+
+#[async_trait]
+impl Runs for MemoryStore {
+    async fn start_runs(
+        &self,
+        origin: RunOrigin,
+        runs: &[RunRecord],
+    ) -> Result<Vec<bool>, StoreError> {
+        self.write(|kv| run_ops::plan_start_runs(kv, origin, runs))
+    }
+
+    async fn record_steps(
+        &self,
+        run_id: &str,
+        steps: &[(u32, StepReport)],
+    ) -> Result<(), StoreError> {
+        self.write(|kv| Ok((run_ops::plan_record_steps(kv, run_id, steps)?, ())))
+    }
+
+    async fn finish_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        self.write(|kv| Ok((run_ops::plan_finish_run(kv, run)?, ())))
+    }
+
+    async fn park_runs(&self, run_ids: &[String]) -> Result<(), StoreError> {
+        self.write(|kv| Ok((run_ops::plan_park(kv, run_ids)?, ())))
+    }
+
+    async fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        run_ops::unfinished_runs(&*self.lock())
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
+        run_ops::list_runs(&*self.lock(), filter)
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        run_ops::get_run(&*self.lock(), run_id)
+    }
+
+    async fn inbox_entry(&self, seq: u64) -> Result<InboxEntry, StoreError> {
+        run_ops::inbox_entry(&*self.lock(), seq)
     }
 }

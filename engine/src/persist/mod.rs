@@ -13,7 +13,11 @@
 //! disk). Both share the key layout and the query planner, so the memory store exercises
 //! the same index logic.
 //!
-//! # Key layout (sled; schema version 2)
+//! The engine's own bookkeeping lives here too: the [`Inbox`] (dedup keys, the queue of
+//! incoming events with their bodies, case-event delivery records, cursors) and the
+//! [`Runs`] journal (one record per run and one entry per finished step).
+//!
+//! # Key layout (sled; schema version 3)
 //!
 //! Trees are named `<key>_<value>`. Integers are big-endian so byte order is numeric
 //! order; timestamps are unix milliseconds as `i64` with the sign bit flipped (`ts`
@@ -37,7 +41,13 @@
 //! | `eventid_caseevent`  | case event id `u64` (undelivered only)           | case event JSON |
 //! | `eventplaybook_runid`| case event id `u64` ++ playbook `str` (undelivered events only) | run id (UTF-8) |
 //! | `eventkey_receivedat`| incoming event key `str` (such as `okta:<uuid>`) | received at `ts` |
-//! | `meta`               | `schema_version` / `next_case_id` / `next_event_id` | `u32` / `u64` / `u64` |
+//! | `inboxseq_event`     | inbox seq `u64` (queued, not yet taken)          | JSON `{seq, source, key, event, received_at}` |
+//! | `inboxseq_runid`     | inbox seq `u64` ++ run id `str`                  | empty |
+//! | `runid_run`          | run id `str`                                     | JSON run record (summary, input, output) |
+//! | `runstep_result`     | run id `str` ++ step id `str`                    | JSON journal entry `{seq, id, uses, status, attempts, duration_ms, output, error, reason}` |
+//! | `unfinished_runid`   | run id `str` (running or parked runs only)       | empty |
+//! | `cursor_value`       | cursor name `str`                                | the value (UTF-8) |
+//! | `meta`               | `schema_version` / `next_case_id` / `next_event_id` / `next_inbox_seq` | `u32` / `u64` / `u64` / `u64` |
 //!
 //! Index keys end with `created_at ++ id`, so a forward range scan of one prefix yields
 //! oldest first and a reverse scan newest first; a query reads about `limit` entries of
@@ -50,19 +60,35 @@
 //! the run starts; acknowledging the event removes it and its records in one transaction,
 //! so a redelivery after a crash skips the playbooks already started.
 //!
+//! The inbox queue (`inboxseq_event`) holds each accepted incoming event until the worker
+//! takes it: the transaction that records the runs it starts (`runid_run`,
+//! `unfinished_runid`, `inboxseq_runid`) deletes it, so an event is started exactly once
+//! even across crashes. See [`incoming`] and [`runs`].
+//!
 //! Ids come from the `meta` counters, written in the same transaction, so case numbers
 //! are sequential. A store whose `schema_version` is newer than this code is refused;
-//! key formats never change in place (a new layout means a new version and a migration;
-//! version 1 -> 2 only added the two inbox trees, so opening a version 1 store just
-//! writes the new version).
+//! key formats never change in place (a new layout means a new version and a migration).
+//! Migrations so far only added trees, which start empty, so opening an older store just
+//! writes the new version: 1 -> 2 added the two inbox trees, 2 -> 3 the inbox queue, the
+//! run journal and the cursors.
+//!
+//! Strict writes share flushes ([`group_commit`]); sled's silent recovery from damaged
+//! files is caught by a witness file ([`witness`]).
 //! Writers are serialised by a process-local lock (sled allows one process per data
 //! dir): reads for a write happen under the lock and outside the transaction, and the
 //! transaction closure only writes precomputed bytes, because sled may re-run it.
 
+pub mod group_commit;
+mod inbox_ops;
+pub mod incoming;
 mod keys;
 mod memory;
 mod ops;
+mod options;
+mod run_ops;
+pub mod runs;
 mod sled_store;
+pub mod witness;
 
 use std::path::PathBuf;
 
@@ -74,8 +100,13 @@ use crate::cases::{
     Severity, Timestamp, UnknownName,
 };
 
+pub use incoming::{Enqueued, Incoming, NewIncoming};
 pub use memory::MemoryStore;
-pub use sled_store::SledStore;
+pub use options::{StoreOptions, DEFAULT_FLUSH_EVERY_MS};
+pub use runs::{
+    InboxEntry, RunFilter, RunInputRecord, RunOrigin, RunRecord, RunState, RunSummary, Runs,
+};
+pub use sled_store::{SledStore, StoreStats};
 
 /// Why a store operation failed. Validation errors change nothing.
 #[derive(Debug, thiserror::Error)]
@@ -371,6 +402,11 @@ pub trait CaseWrite: Send + Sync {
 
     /// Waits until everything committed so far is on disk.
     async fn flush(&self) -> Result<(), StoreError>;
+
+    /// Waits until everything committed so far is on disk when the store's durability is
+    /// [`Durability::Strict`] (sharing the flush with concurrent writers); returns at once
+    /// when it is [`Durability::Relaxed`].
+    async fn sync(&self) -> Result<(), StoreError>;
 }
 
 /// One playbook started for one case event.
@@ -405,9 +441,25 @@ pub trait Inbox: Send + Sync {
 
     /// The playbooks already started for a pending case event.
     async fn deliveries(&self, event_id: u64) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Queues incoming events with their dedup keys, in one transaction; see [`incoming`].
+    /// One result per event, in order. Durable before it returns under strict durability.
+    async fn enqueue_incoming(&self, events: &[NewIncoming]) -> Result<Vec<Enqueued>, StoreError>;
+
+    /// Queued incoming events, oldest first, at most `limit`.
+    async fn pending_incoming(&self, limit: usize) -> Result<Vec<Incoming>, StoreError>;
+
+    /// How many incoming events are queued.
+    async fn inbox_depth(&self) -> Result<u64, StoreError>;
+
+    /// A named cursor (such as where an Okta System Log poller got to).
+    async fn get_cursor(&self, name: &str) -> Result<Option<String>, StoreError>;
+
+    /// Sets a named cursor; on disk before it returns, whatever the durability.
+    async fn put_cursor(&self, name: &str, value: &str) -> Result<(), StoreError>;
 }
 
 /// A full case store.
-pub trait Store: CaseRead + CaseWrite + Inbox {}
+pub trait Store: CaseRead + CaseWrite + Inbox + Runs {}
 
-impl<T: CaseRead + CaseWrite + Inbox + ?Sized> Store for T {}
+impl<T: CaseRead + CaseWrite + Inbox + Runs + ?Sized> Store for T {}

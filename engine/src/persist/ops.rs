@@ -38,11 +38,11 @@ pub(crate) struct WriteSet {
 }
 
 impl WriteSet {
-    fn put(&mut self, tree: Tree, key: impl Into<Vec<u8>>, value: Vec<u8>) {
+    pub(crate) fn put(&mut self, tree: Tree, key: impl Into<Vec<u8>>, value: Vec<u8>) {
         self.ops.push((tree, key.into(), Some(value)));
     }
 
-    fn del(&mut self, tree: Tree, key: impl Into<Vec<u8>>) {
+    pub(crate) fn del(&mut self, tree: Tree, key: impl Into<Vec<u8>>) {
         self.ops.push((tree, key.into(), None));
     }
 }
@@ -56,7 +56,7 @@ struct Committed {
     event_ids: Vec<u64>,
 }
 
-fn to_json<T: Serialize>(path: &Path, v: &T) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn to_json<T: Serialize>(path: &Path, v: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(v).map_err(|e| StoreError::Backend {
         path: path.to_path_buf(),
         detail: format!("cannot encode a record: {e}"),
@@ -97,7 +97,8 @@ fn decode_event(path: &Path, key: &[u8], bytes: &[u8]) -> Result<CaseEvent, Stor
     })
 }
 
-fn meta_u64(kv: &dyn KvRead, key: &[u8]) -> Result<u64, StoreError> {
+/// A `meta` counter; 1 when it was never written.
+pub(crate) fn meta_u64(kv: &dyn KvRead, key: &[u8]) -> Result<u64, StoreError> {
     match kv.get(Tree::Meta, key)? {
         None => Ok(1),
         Some(v) => keys::u64_value(&v)
@@ -156,7 +157,7 @@ pub(crate) fn check_schema(kv: &dyn KvRead) -> Result<WriteSet, StoreError> {
                 });
             }
             if version < keys::SCHEMA_VERSION {
-                // Versions 1 -> 2 only added trees, which start empty: no key changes.
+                // Versions 1 -> 2 -> 3 only added trees, which start empty: no key changes.
                 ws.put(
                     Tree::Meta,
                     keys::META_SCHEMA_VERSION,
@@ -430,7 +431,7 @@ pub(crate) fn plan_ack(kv: &dyn KvRead, event_id: u64) -> Result<(WriteSet, bool
 }
 
 /// Delivery records of one case event.
-fn delivery_scan(kv: &dyn KvRead, event_id: u64) -> KvIter<'_> {
+pub(crate) fn delivery_scan(kv: &dyn KvRead, event_id: u64) -> KvIter<'_> {
     let prefix = keys::event_key(event_id).to_vec();
     let hi = keys::prefix_end(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
     kv.range(Tree::EventplaybookRunid, Bound::Included(prefix), hi, false)
@@ -914,6 +915,7 @@ pub(crate) fn check(kv: &dyn KvRead) -> Result<Vec<String>, StoreError> {
             ));
         }
     }
+    super::run_ops::check(kv, &mut problems)?;
     for entry in kv.range(
         Tree::IdempotencyResult,
         Bound::Unbounded,

@@ -5,17 +5,26 @@ use std::ops::Bound;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+use super::group_commit::GroupCommit;
+use super::incoming::{Enqueued, Incoming, NewIncoming};
 use super::keys::{self, Tree, TREE_COUNT};
 use super::ops::{self, KvIter, KvRead, WriteSet};
+use super::runs::{InboxEntry, RunFilter, RunOrigin, RunRecord, RunSummary, Runs};
+use super::witness::{self, Counters};
 use super::{
-    CaseQuery, CaseRead, CaseWrite, Delivery, Durability, Inbox, StoreError, WriteMeta,
-    WriteOutcome,
+    inbox_ops, run_ops, CaseQuery, CaseRead, CaseWrite, Delivery, Durability, Inbox, StoreError,
+    StoreOptions, WriteMeta, WriteOutcome,
 };
 use crate::cases::{Case, CaseChange, CaseEvent, CaseId, NewCase, Timestamp};
+use crate::report::StepReport;
+
+/// How often, at most, a flush also refreshes the witness file.
+const WITNESS_EVERY: Duration = Duration::from_secs(1);
 
 struct SledKv {
     trees: [sled::Tree; TREE_COUNT],
@@ -108,6 +117,26 @@ impl SledKv {
     }
 }
 
+/// What a store did since it was opened: for tests, metrics and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Flushes to disk (group commit: under load, far fewer than commits).
+    pub flushes: u64,
+}
+
+/// Whether a write waits for the disk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    /// As the store's durability says.
+    Policy,
+    /// Never (journal entries: the executor syncs before they matter).
+    Never,
+    /// Always (cursors).
+    Always,
+}
+
 /// The case store in a sled database. One process per data dir (sled locks it).
 pub struct SledStore {
     db: sled::Db,
@@ -115,6 +144,9 @@ pub struct SledStore {
     durability: Durability,
     /// Serialises writers so reads made while planning a write stay valid until commit.
     write_lock: Mutex<()>,
+    group: GroupCommit,
+    /// When the witness file was last written.
+    witnessed: Mutex<Instant>,
 }
 
 impl SledStore {
@@ -123,11 +155,29 @@ impl SledStore {
         Self::open_with(dir, Durability::Strict)
     }
 
-    /// Opens (or creates) the store in `dir`. Fails with [`StoreError::Corrupt`] when the
-    /// files are not a readable store or were written by a newer schema version.
+    /// Opens (or creates) the store in `dir` with the given durability.
     pub fn open_with(dir: impl AsRef<Path>, durability: Durability) -> Result<Self, StoreError> {
+        Self::open_with_options(
+            dir,
+            StoreOptions {
+                durability,
+                ..StoreOptions::default()
+            },
+        )
+    }
+
+    /// Opens (or creates) the store in `dir`. Fails with [`StoreError::Corrupt`] when the
+    /// files are not a readable store, were written by a newer schema version, or lost
+    /// data that was on disk (see [`super::witness`]): a damaged store never opens as an
+    /// empty or older one.
+    pub fn open_with_options(
+        dir: impl AsRef<Path>,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
         let path = dir.as_ref().to_path_buf();
-        let config = sled::Config::new().path(&path);
+        let config = sled::Config::new()
+            .path(&path)
+            .flush_every_ms((options.flush_every_ms > 0).then_some(options.flush_every_ms));
         // sled 0.34 can panic on some damaged files; a store that cannot be opened must
         // be an error people can act on, not a crash.
         let db =
@@ -141,6 +191,7 @@ impl SledStore {
                             .into(),
                 }),
             };
+        let witnessed = witness::read(&path)?;
         let mut opened = Vec::with_capacity(TREE_COUNT);
         for tree in Tree::ALL {
             opened.push(
@@ -152,16 +203,19 @@ impl SledStore {
             .try_into()
             .map_err(|_| backend(&path, "wrong number of trees"))?;
         let kv = SledKv { trees, path };
+        let had_schema = kv.get(Tree::Meta, keys::META_SCHEMA_VERSION)?.is_some();
+        witness::verify(&kv.path, witnessed, had_schema, Counters::read(&kv)?)?;
         let init = ops::check_schema(&kv)?;
         kv.commit(&init)?;
-        if !init.ops.is_empty() {
-            db.flush().map_err(|e| sled_error(&kv.path, e))?;
-        }
+        db.flush().map_err(|e| sled_error(&kv.path, e))?;
+        witness::write(&kv.path, Counters::read(&kv)?)?;
         Ok(SledStore {
             db,
             kv,
-            durability,
+            durability: options.durability,
             write_lock: Mutex::new(()),
+            group: GroupCommit::default(),
+            witnessed: Mutex::new(Instant::now()),
         })
     }
 
@@ -170,26 +224,98 @@ impl SledStore {
         &self.kv.path
     }
 
+    /// Commits and flushes so far.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            commits: self.group.commits(),
+            flushes: self.group.flushes(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, ()> {
         // The guarded value is `()`: a poisoned lock protects no state of its own.
         self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Plans and commits a write under the writer lock, then flushes if strict.
+    /// Plans and commits a write under the writer lock, then waits for the disk as `flush`
+    /// says (sharing the flush with concurrent writers).
     async fn write<T>(
         &self,
+        flush: Flush,
         plan: impl FnOnce(&SledKv) -> Result<(WriteSet, T), StoreError>,
     ) -> Result<T, StoreError> {
-        let (committed, out) = {
+        let (ticket, out) = {
             let _guard = self.lock();
             let (ws, out) = plan(&self.kv)?;
-            self.kv.commit(&ws)?;
-            (!ws.ops.is_empty(), out)
+            if ws.ops.is_empty() {
+                (None, out)
+            } else {
+                self.kv.commit(&ws)?;
+                (Some(self.group.committed()), out)
+            }
         };
-        if committed && self.durability == Durability::Strict {
-            self.flush().await?;
+        let wait = match flush {
+            Flush::Policy => self.durability == Durability::Strict,
+            Flush::Never => false,
+            Flush::Always => true,
+        };
+        if let (Some(ticket), true) = (ticket, wait) {
+            self.durable(ticket).await?;
         }
         Ok(out)
+    }
+
+    /// Returns once commit `ticket` is on disk.
+    async fn durable(&self, ticket: u64) -> Result<(), StoreError> {
+        self.group
+            .durable(ticket, || async {
+                // Counters read before the flush are covered by it: safe for the witness.
+                let refresh = self.witness_due();
+                let counters = if refresh {
+                    Some(Counters::read(&self.kv)?)
+                } else {
+                    None
+                };
+                self.db
+                    .flush_async()
+                    .await
+                    .map_err(|e| sled_error(&self.kv.path, e))?;
+                if let Some(c) = counters {
+                    if let Err(e) = witness::write(&self.kv.path, c) {
+                        tracing::warn!(error = %e, "could not refresh the store's witness file");
+                    }
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    fn witness_due(&self) -> bool {
+        let mut last = self.witnessed.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() >= WITNESS_EVERY {
+            *last = Instant::now();
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Drop for SledStore {
+    /// A clean close: flush, and record the counters in the witness file.
+    fn drop(&mut self) {
+        let counters = Counters::read(&self.kv);
+        match (counters, self.db.flush()) {
+            (Ok(c), Ok(_)) => {
+                if let Err(e) = witness::write(&self.kv.path, c) {
+                    tracing::warn!(error = %e, "could not write the store's witness file");
+                }
+            }
+            (Err(e), _) => {
+                tracing::warn!(error = %e, "could not read the store's counters at close")
+            }
+            (_, Err(e)) => tracing::warn!(error = %e, "could not flush the store at close"),
+        }
     }
 }
 
@@ -223,7 +349,8 @@ impl CaseRead for SledStore {
 #[async_trait]
 impl CaseWrite for SledStore {
     async fn create(&self, new: NewCase, meta: &WriteMeta) -> Result<WriteOutcome, StoreError> {
-        self.write(|kv| ops::plan_create(kv, new, meta)).await
+        self.write(Flush::Policy, |kv| ops::plan_create(kv, new, meta))
+            .await
     }
 
     async fn update(
@@ -232,27 +359,31 @@ impl CaseWrite for SledStore {
         changes: Vec<CaseChange>,
         meta: &WriteMeta,
     ) -> Result<WriteOutcome, StoreError> {
-        self.write(|kv| ops::plan_update(kv, id, &changes, meta))
+        self.write(Flush::Policy, |kv| ops::plan_update(kv, id, &changes, meta))
             .await
     }
 
     async fn ack_event(&self, event_id: u64) -> Result<bool, StoreError> {
-        self.write(|kv| ops::plan_ack(kv, event_id)).await
+        self.write(Flush::Policy, |kv| ops::plan_ack(kv, event_id))
+            .await
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        self.db
-            .flush_async()
-            .await
-            .map(|_| ())
-            .map_err(|e| sled_error(&self.kv.path, e))
+        self.durable(self.group.current()).await
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        match self.durability {
+            Durability::Strict => self.flush().await,
+            Durability::Relaxed => Ok(()),
+        }
     }
 }
 
 #[async_trait]
 impl Inbox for SledStore {
     async fn record_incoming(&self, key: &str, at: Timestamp) -> Result<bool, StoreError> {
-        self.write(|kv| ops::plan_record_incoming(kv, key, at))
+        self.write(Flush::Policy, |kv| ops::plan_record_incoming(kv, key, at))
             .await
     }
 
@@ -262,11 +393,92 @@ impl Inbox for SledStore {
         playbook: &str,
         run_id: &str,
     ) -> Result<bool, StoreError> {
-        self.write(|kv| ops::plan_start_delivery(kv, event_id, playbook, run_id))
-            .await
+        self.write(Flush::Policy, |kv| {
+            ops::plan_start_delivery(kv, event_id, playbook, run_id)
+        })
+        .await
     }
 
     async fn deliveries(&self, event_id: u64) -> Result<Vec<Delivery>, StoreError> {
         ops::deliveries(&self.kv, event_id)
+    }
+
+    async fn enqueue_incoming(&self, events: &[NewIncoming]) -> Result<Vec<Enqueued>, StoreError> {
+        self.write(Flush::Policy, |kv| inbox_ops::plan_enqueue(kv, events))
+            .await
+    }
+
+    async fn pending_incoming(&self, limit: usize) -> Result<Vec<Incoming>, StoreError> {
+        inbox_ops::pending_incoming(&self.kv, limit)
+    }
+
+    async fn inbox_depth(&self) -> Result<u64, StoreError> {
+        inbox_ops::inbox_depth(&self.kv)
+    }
+
+    async fn get_cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
+        inbox_ops::get_cursor(&self.kv, name)
+    }
+
+    async fn put_cursor(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        self.write(Flush::Always, |_| {
+            Ok((inbox_ops::plan_put_cursor(name, value), ()))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Runs for SledStore {
+    async fn start_runs(
+        &self,
+        origin: RunOrigin,
+        runs: &[RunRecord],
+    ) -> Result<Vec<bool>, StoreError> {
+        self.write(Flush::Policy, |kv| {
+            run_ops::plan_start_runs(kv, origin, runs)
+        })
+        .await
+    }
+
+    async fn record_steps(
+        &self,
+        run_id: &str,
+        steps: &[(u32, StepReport)],
+    ) -> Result<(), StoreError> {
+        self.write(Flush::Never, |kv| {
+            Ok((run_ops::plan_record_steps(kv, run_id, steps)?, ()))
+        })
+        .await
+    }
+
+    async fn finish_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        self.write(Flush::Policy, |kv| {
+            Ok((run_ops::plan_finish_run(kv, run)?, ()))
+        })
+        .await
+    }
+
+    async fn park_runs(&self, run_ids: &[String]) -> Result<(), StoreError> {
+        self.write(Flush::Policy, |kv| {
+            Ok((run_ops::plan_park(kv, run_ids)?, ()))
+        })
+        .await
+    }
+
+    async fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        run_ops::unfinished_runs(&self.kv)
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
+        run_ops::list_runs(&self.kv, filter)
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        run_ops::get_run(&self.kv, run_id)
+    }
+
+    async fn inbox_entry(&self, seq: u64) -> Result<InboxEntry, StoreError> {
+        run_ops::inbox_entry(&self.kv, seq)
     }
 }

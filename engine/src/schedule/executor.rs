@@ -4,7 +4,9 @@
 //! [`super::ready::next_actions`] what to do, evaluates conditions, renders inputs, starts
 //! steps, and on each completion records the result before releasing dependents. Timeout,
 //! retry with backoff and jitter, `for_each` fan-out and tracing spans are applied here,
-//! once, around every step.
+//! once, around every step. With a [`RunJournal`], each result is also journaled and made
+//! durable before the next step starts (the rule is on [`super::journal`]), and a resumed
+//! run starts from the journaled results of its earlier attempt ([`Execution::restored`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +20,7 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::journal::RunJournal;
 use super::ready::{self, Action, Failure, Shape, Status};
 use super::retry;
 use crate::compile::{OnError, Plan, RetryPolicy};
@@ -67,10 +70,33 @@ struct Outcome {
     duration: Duration,
 }
 
+/// How a run is executed beyond its input.
+#[derive(Default)]
+pub struct Execution {
+    /// Where step results are journaled; `None` runs without a journal.
+    pub journal: Option<RunJournal>,
+    /// Steps an earlier attempt of this run finished (from its journal), in the order they
+    /// did: their results are taken as they are and they do not run again. Steps that are
+    /// not in the plan, or were cancelled, are ignored.
+    pub restored: Vec<StepReport>,
+    /// The run's seed for step randomness; `None`: the services' seed, else a fresh one.
+    pub seed: Option<u64>,
+}
+
 /// Run a plan to the end and report.
 pub async fn execute(plan: Arc<Plan>, input: RunInput, services: Arc<Services>) -> RunReport {
+    execute_with(plan, input, services, Execution::default()).await
+}
+
+/// Run a plan to the end with a journal, or resume it from one, and report.
+pub async fn execute_with(
+    plan: Arc<Plan>,
+    input: RunInput,
+    services: Arc<Services>,
+    execution: Execution,
+) -> RunReport {
     let span = tracing::info_span!("run", run_id = %input.run_id, playbook = %plan.name);
-    run(plan, input, services).instrument(span).await
+    run(plan, input, services, execution).instrument(span).await
 }
 
 /// Every step's output in one run, shared by all the template contexts of the run.
@@ -209,10 +235,19 @@ impl Object for Scope {
     }
 }
 
-async fn run(plan: Arc<Plan>, input: RunInput, services: Arc<Services>) -> RunReport {
+async fn run(
+    plan: Arc<Plan>,
+    input: RunInput,
+    services: Arc<Services>,
+    execution: Execution,
+) -> RunReport {
     let started = Instant::now();
     let now = services.clock.now();
-    let seed = services.seed.unwrap_or_else(|| rand::thread_rng().gen());
+    let seed = execution
+        .seed
+        .or(services.seed)
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    let mut journal = execution.journal;
     let n = plan.steps.len();
     let shape = shape(&plan);
     let mut status = vec![Status::Pending; n];
@@ -232,6 +267,14 @@ async fn run(plan: Arc<Plan>, input: RunInput, services: Arc<Services>) -> RunRe
         .collect();
     let outputs = Arc::new(Outputs::new(plan.clone()));
     let mut handler_error: BTreeMap<usize, Value> = BTreeMap::new();
+    restore(
+        &plan,
+        execution.restored,
+        &mut status,
+        &mut reports,
+        &outputs,
+        &mut handler_error,
+    );
 
     let mut base: BTreeMap<&'static str, MjValue> = BTreeMap::new();
     base.insert("event", MjValue::from_serialize(&input.event));
@@ -280,14 +323,21 @@ async fn run(plan: Arc<Plan>, input: RunInput, services: Arc<Services>) -> RunRe
     let mut tasks: HashMap<tokio::task::Id, usize> = HashMap::new();
     if run_error.is_some() {
         for (i, s) in status.iter_mut().enumerate() {
-            *s = Status::Cancelled;
-            reports[i].status = Status::Cancelled;
-            reports[i].reason = Some("the run failed before this step".into());
+            if !s.is_terminal() {
+                *s = Status::Cancelled;
+                reports[i].status = Status::Cancelled;
+                reports[i].reason = Some("the run failed before this step".into());
+            }
         }
     }
+    // Set when the journal cannot be written: nothing new starts, the run fails, and its
+    // record stays `running` so the next start-up resumes it.
+    let mut halted: Option<String> = None;
     loop {
-        // Apply decisions until none is left; skips can make more steps ready.
-        loop {
+        // Apply decisions until none is left; skips can make more steps ready. Steps to
+        // start are collected and started together once the journal is durable.
+        let mut to_start: Vec<(usize, Scope)> = Vec::new();
+        while halted.is_none() {
             let actions = ready::next_actions(&shape, &status);
             if actions.is_empty() {
                 break;
@@ -304,6 +354,9 @@ async fn run(plan: Arc<Plan>, input: RunInput, services: Arc<Services>) -> RunRe
                         reports[i].status = Status::Skipped;
                         reports[i].reason = Some(why.into());
                         outputs.record(i, MjValue::from(()));
+                        if let Some(j) = journal.as_mut() {
+                            j.push(&reports[i]);
+                        }
                     }
                     Action::Consider(i) => {
                         let step = &plan.steps[i];
@@ -331,28 +384,14 @@ async fn run(plan: Arc<Plan>, input: RunInput, services: Arc<Services>) -> RunRe
                                 reports[i].status = Status::Skipped;
                                 reports[i].reason = Some("`if` was false".into());
                                 outputs.record(i, MjValue::from(()));
+                                if let Some(j) = journal.as_mut() {
+                                    j.push(&reports[i]);
+                                }
                             }
                             Ok(true) => {
                                 status[i] = Status::Running;
                                 reports[i].status = Status::Running;
-                                let fut = run_step(
-                                    plan.clone(),
-                                    i,
-                                    scope,
-                                    StepContext {
-                                        run_id: input.run_id.clone(),
-                                        playbook: plan.name.clone(),
-                                        step: step.id.clone(),
-                                        attempt: 1,
-                                        item_index: None,
-                                        services: services.clone(),
-                                        seed,
-                                    },
-                                );
-                                let span =
-                                    tracing::info_span!("step", step = %step.id, uses = %step.uses);
-                                let task = running.spawn(fut.instrument(span));
-                                tasks.insert(task.id(), i);
+                                to_start.push((i, scope));
                             }
                             Err(e) => {
                                 finish(
@@ -366,16 +405,63 @@ async fn run(plan: Arc<Plan>, input: RunInput, services: Arc<Services>) -> RunRe
                                     &outputs,
                                     &mut handler_error,
                                 );
+                                if let Some(j) = journal.as_mut() {
+                                    j.push(&reports[i]);
+                                }
                             }
                         }
                     }
                 }
             }
         }
+        if let Some(j) = journal.as_mut() {
+            // Durable before anything starts; merely committed when nothing does.
+            let written = if to_start.is_empty() {
+                j.write().await
+            } else {
+                j.sync().await
+            };
+            if let Err(e) = written {
+                tracing::error!(error = %e, "the run journal cannot be written; stopping the run");
+                halted = Some(format!("the run journal cannot be written: {e}"));
+                for (i, _) in to_start.drain(..) {
+                    status[i] = Status::Pending;
+                    reports[i].status = Status::Pending;
+                }
+                for (i, s) in status.iter_mut().enumerate() {
+                    if *s == Status::Pending {
+                        *s = Status::Cancelled;
+                        reports[i].status = Status::Cancelled;
+                        reports[i].reason =
+                            Some("the run stopped: its journal cannot be written".into());
+                    }
+                }
+            }
+        }
+        for (i, scope) in to_start {
+            let step = &plan.steps[i];
+            let fut = run_step(
+                plan.clone(),
+                i,
+                scope,
+                StepContext {
+                    run_id: input.run_id.clone(),
+                    playbook: plan.name.clone(),
+                    step: step.id.clone(),
+                    attempt: 1,
+                    item_index: None,
+                    services: services.clone(),
+                    seed,
+                },
+            );
+            let span = tracing::info_span!("step", step = %step.id, uses = %step.uses);
+            let task = running.spawn(fut.instrument(span));
+            tasks.insert(task.id(), i);
+        }
         let Some(joined) = running.join_next_with_id().await else {
             break;
         };
-        match joined {
+        let done = match joined {
             Ok((id, o)) => {
                 tasks.remove(&id);
                 finish(
@@ -388,11 +474,13 @@ async fn run(plan: Arc<Plan>, input: RunInput, services: Arc<Services>) -> RunRe
                     &mut reports,
                     &outputs,
                     &mut handler_error,
-                )
+                );
+                Some(o.index)
             }
             Err(e) => {
                 // A step that panicked.
-                if let Some(i) = tasks.remove(&e.id()) {
+                let i = tasks.remove(&e.id());
+                if let Some(i) = i {
                     let err = StepError::permanent(format!("step crashed: {e}"));
                     finish(
                         &plan,
@@ -406,8 +494,15 @@ async fn run(plan: Arc<Plan>, input: RunInput, services: Arc<Services>) -> RunRe
                         &mut handler_error,
                     );
                 }
+                i
             }
+        };
+        if let (Some(i), Some(j)) = (done, journal.as_mut()) {
+            j.push(&reports[i]);
         }
+    }
+    if run_error.is_none() {
+        run_error = halted;
     }
 
     let failed = run_error.is_some() || ready::run_failed(&shape, &status);
@@ -453,6 +548,8 @@ async fn run(plan: Arc<Plan>, input: RunInput, services: Arc<Services>) -> RunRe
         steps: reports,
         output,
         error: run_error,
+        event_key: None,
+        inbox_seq: None,
     }
 }
 
@@ -490,6 +587,39 @@ fn finish(
             }
             reports[i].error = Some(e);
         }
+    }
+}
+
+/// Takes the journaled results of an earlier attempt of the run as finished steps.
+fn restore(
+    plan: &Plan,
+    restored: Vec<StepReport>,
+    status: &mut [Status],
+    reports: &mut [StepReport],
+    outputs: &Outputs,
+    handler_error: &mut BTreeMap<usize, Value>,
+) {
+    for r in restored {
+        let Some(i) = plan.steps.iter().position(|s| s.id == r.id) else {
+            tracing::warn!(step = %r.id, "journaled step is not in the playbook any more; ignored");
+            continue;
+        };
+        if !r.status.is_terminal() || r.status == Status::Cancelled || status[i].is_terminal() {
+            continue;
+        }
+        status[i] = r.status;
+        match (&r.status, &r.output) {
+            (Status::Succeeded, Some(v)) => outputs.record(i, MjValue::from_serialize(v)),
+            _ => outputs.record(i, MjValue::from(())),
+        }
+        if let (Status::Failed, OnError::Handler(h), Some(e)) =
+            (r.status, plan.steps[i].on_error, &r.error)
+        {
+            handler_error.entry(h).or_insert_with(
+                || serde_json::json!({"step": r.id, "message": e.message, "kind": e.kind}),
+            );
+        }
+        reports[i] = r;
     }
 }
 

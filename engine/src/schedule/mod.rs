@@ -1,39 +1,81 @@
 //! Schedule: decide which playbooks an event starts, and run them.
 //!
 //! [`ready`] is the pure scheduling decision, [`retry`] the pure backoff rules, and
-//! [`executor`] runs one plan on tokio. [`Engine`] ties them to events: it matches each
-//! event against every playbook's trigger (`on.event` and `on.if`), serialises runs that
-//! share a `concurrency` key, and runs the rest concurrently.
+//! [`executor`] runs one plan on tokio, journaling each step ([`journal`]). [`Engine`] ties
+//! them to events: it matches each event against every playbook's trigger (`on.event` and
+//! `on.if`), serialises runs that share a `concurrency` key ([`locks`]), and runs the rest
+//! concurrently.
+//!
+//! Every run goes the same way ([`lifecycle`]): its record is written to the store's run
+//! journal in the transaction that consumes what started it (an inbox entry, a case event),
+//! it takes its place in its concurrency key's queue, runs with its journal, and its final
+//! record is written. Two drivers use that path: the one-shot calls ([`Engine::handle`],
+//! [`Engine::drain_case_events`], [`Engine::resume`], used by `engine run` and tests) wait
+//! for what they start; the [`worker`] ([`Engine::run_worker`], used by `engine serve`)
+//! takes queued incoming events and case events as they come and runs them in the
+//! background. Use one or the other on a store, not both at once.
 
 pub mod executor;
+pub mod journal;
+mod lifecycle;
+mod locks;
 pub mod ready;
 pub mod retry;
+pub mod worker;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use minijinja::Value as MjValue;
 use rand::Rng;
 use serde_json::Value;
+use tokio::sync::{broadcast, Notify};
 
 use crate::cases::{Actor, Case, CaseChange, CaseEvent, CaseId, Timestamp};
 use crate::compile::{Bundle, Plan};
-use crate::persist::WriteMeta;
+use crate::persist::{Incoming, NewIncoming, RunOrigin, Store, WriteMeta};
 use crate::report::{RunReport, RunStatus};
 use crate::step::Services;
-pub use executor::{execute, RunInput};
+pub use executor::{execute, execute_with, Execution, RunInput};
+use lifecycle::{Job, Lineage};
+use locks::KeyedLocks;
+pub use worker::{Ingested, TickFuture, TickHook, WorkerConfig};
 
 /// How deep a chain of case-event runs may go before the loop guard stops it.
 pub const DEFAULT_MAX_DEPTH: u32 = 8;
 
+/// How many finished-run reports a slow subscriber may fall behind before it misses some.
+const REPORT_BACKLOG: usize = 1024;
+
 /// Runs playbooks of a bundle for the events it is given.
 pub struct Engine {
     bundle: Bundle,
+    shared: Arc<Shared>,
+    worker: WorkerConfig,
+}
+
+/// What the engine shares with the tasks of its runs, which outlive a borrow of it.
+pub(crate) struct Shared {
     services: Arc<Services>,
     locks: KeyedLocks,
-    /// Depth of each run this engine started, for the lineage of the case events it causes.
-    depths: Mutex<HashMap<String, u32>>,
     max_depth: u32,
+    /// Every finished run.
+    finished: broadcast::Sender<Arc<RunReport>>,
+    /// New work for the worker: incoming events, case events, finished runs.
+    wake: Notify,
+    /// The worker took inbox entries (for [`Engine::wait_for`]).
+    progress: Notify,
+    /// Runs of this process that were queued and have not finished (parked at shutdown).
+    in_flight: Mutex<HashSet<String>>,
+    /// Periodic hooks run by the worker.
+    ticks: Mutex<Vec<TickHook>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 impl Engine {
@@ -45,13 +87,29 @@ impl Engine {
             .and_then(Value::as_u64)
             .map(|d| d.clamp(1, 100) as u32)
             .unwrap_or(DEFAULT_MAX_DEPTH);
+        let worker = WorkerConfig::from_config(&services.config).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "invalid `engine` worker settings; using the defaults");
+            WorkerConfig::default()
+        });
+        let (finished, _) = broadcast::channel(REPORT_BACKLOG);
         Engine {
             bundle,
-            services: Arc::new(services),
-            locks: KeyedLocks::default(),
-            depths: Mutex::new(HashMap::new()),
-            max_depth,
+            shared: Arc::new(Shared {
+                services: Arc::new(services),
+                locks: KeyedLocks::default(),
+                max_depth,
+                finished,
+                wake: Notify::new(),
+                progress: Notify::new(),
+                in_flight: Mutex::new(HashSet::new()),
+                ticks: Mutex::new(Vec::new()),
+            }),
+            worker,
         }
+    }
+
+    fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.shared.services.store.as_ref()
     }
 
     /// Run the playbooks an outside event starts, then every playbook the case events they
@@ -62,25 +120,49 @@ impl Engine {
     }
 
     /// Like [`Engine::handle`], but with a dedup key (see [`dedup_key`]) the event runs only
-    /// the first time the store sees that key: the key is recorded durably before anything
-    /// runs, and a later delivery with the same key is reported as a duplicate and runs
-    /// nothing. Without a key, or without a store, the event always runs.
+    /// the first time the store sees that key: with a store, the event is queued in the
+    /// inbox with its key (durably) and taken from it at once, so it goes the same way as
+    /// an event the worker takes; a later delivery with the same key is reported as a
+    /// duplicate and runs nothing. Without a key the event always runs; without a store it
+    /// runs without inbox or journal.
     pub async fn handle_once(
         &self,
         source: &str,
         event: Value,
         dedup_key: Option<&str>,
     ) -> Result<Handled, crate::Error> {
-        if let (Some(key), Some(store)) = (dedup_key, &self.services.store) {
-            if !store.record_incoming(key, self.now()).await? {
-                tracing::info!(%key, "duplicate event skipped");
-                return Ok(Handled {
-                    duplicate: true,
-                    runs: Vec::new(),
-                });
-            }
-        }
-        let mut runs = self.dispatch_at(source, event, None, 0).await;
+        let Some(store) = self.store().cloned() else {
+            let runs = self.dispatch_at(source, event, None, 0).await;
+            return Ok(Handled {
+                duplicate: false,
+                runs,
+            });
+        };
+        let received_at = self.now();
+        let queued = store
+            .enqueue_incoming(&[NewIncoming {
+                source: source.to_string(),
+                key: dedup_key.map(str::to_string),
+                event: event.clone(),
+                received_at,
+            }])
+            .await?;
+        let Some(seq) = queued.first().and_then(|q| q.seq) else {
+            tracing::info!(key = dedup_key.unwrap_or(""), "duplicate event skipped");
+            return Ok(Handled {
+                duplicate: true,
+                runs: Vec::new(),
+            });
+        };
+        let incoming = Incoming {
+            seq,
+            source: source.to_string(),
+            key: dedup_key.map(str::to_string),
+            event,
+            received_at,
+        };
+        let jobs = self.take_incoming(&incoming).await?;
+        let mut runs = self.run_to_end(jobs).await;
         runs.extend(self.drain_case_events().await?);
         Ok(Handled {
             duplicate: false,
@@ -88,13 +170,49 @@ impl Engine {
         })
     }
 
+    /// Catches up after a stop or a crash, and waits for it: resumes every unfinished run
+    /// of the store (running or parked; journaled steps are not run again, see
+    /// [`journal`]), then runs the incoming events still queued in the inbox, then
+    /// delivers pending case events. Returns every run that finished. The worker does the
+    /// same at start, in the background.
+    pub async fn resume(&self) -> Result<Vec<RunReport>, crate::Error> {
+        let Some(store) = self.store().cloned() else {
+            return Ok(Vec::new());
+        };
+        let jobs = self.resumable().await?;
+        let mut reports = self.run_to_end(jobs).await;
+        loop {
+            let queued = store.pending_incoming(64).await?;
+            if queued.is_empty() {
+                break;
+            }
+            for incoming in &queued {
+                let jobs = self.take_incoming(incoming).await?;
+                reports.extend(self.run_to_end(jobs).await);
+            }
+        }
+        reports.extend(self.drain_case_events().await?);
+        Ok(reports)
+    }
+
     /// The SLA watcher: marks every open case whose SLA was due at or before `now` as
     /// breached (one `case.sla_breached` per case, also for deadlines that passed while
     /// the engine was stopped), then delivers the case events that causes.
     pub async fn check_sla(&self, now: Timestamp) -> Result<SlaSweep, crate::Error> {
+        let breached = self.mark_sla_breaches(now).await?;
+        let runs = if breached.is_empty() {
+            Vec::new()
+        } else {
+            self.drain_case_events().await?
+        };
+        Ok(SlaSweep { breached, runs })
+    }
+
+    /// Marks overdue cases breached (their `case.sla_breached` events wait in the outbox).
+    async fn mark_sla_breaches(&self, now: Timestamp) -> Result<Vec<CaseId>, crate::Error> {
         let mut sweep = SlaSweep::default();
-        let Some(store) = self.services.store.clone() else {
-            return Ok(sweep);
+        let Some(store) = self.store().cloned() else {
+            return Ok(Vec::new());
         };
         let mut failed = std::collections::HashSet::new();
         loop {
@@ -124,14 +242,16 @@ impl Engine {
                 }
             }
         }
-        sweep.runs = self.drain_case_events().await?;
-        Ok(sweep)
+        Ok(sweep.breached)
     }
 
-    /// Deliver pending case events to the playbooks they trigger, until none is left.
-    /// An event is acknowledged once every run it started has finished.
+    /// Deliver pending case events to the playbooks they trigger, until none is left, and
+    /// wait for the runs. Each event is acknowledged in the transaction that records the
+    /// runs it starts (they are in the run journal from then on, so a crash resumes them
+    /// instead of losing them); playbooks with a delivery record for the event (see
+    /// [`Engine::deliver_case_event`]) are not started again.
     pub async fn drain_case_events(&self) -> Result<Vec<RunReport>, crate::Error> {
-        let Some(store) = self.services.store.clone() else {
+        let Some(store) = self.store().cloned() else {
             return Ok(Vec::new());
         };
         let mut reports = Vec::new();
@@ -141,56 +261,25 @@ impl Engine {
                 return Ok(reports);
             }
             for ev in pending {
-                reports.extend(self.deliver_case_event(&ev).await?);
-                store.ack_event(ev.id).await?;
+                let jobs = self.take_case_event(&ev, true).await?;
+                reports.extend(self.run_to_end(jobs).await);
             }
         }
     }
 
     /// Start the playbooks one case event triggers and wait for them, without
-    /// acknowledging the event (the dispatcher, [`Engine::drain_case_events`], does that
-    /// next). Each (event, playbook) pair is recorded in the store before its run starts,
-    /// so a redelivery after a crash between the runs and the acknowledgement skips the
-    /// playbooks already started: a pair never runs twice.
+    /// acknowledging the event. Each (event, playbook) pair is recorded in the store with
+    /// its run's journal record before the run starts, so a redelivery after a crash skips
+    /// the playbooks already started (and the worker resumes their runs): a pair never
+    /// runs twice.
     pub async fn deliver_case_event(&self, ev: &CaseEvent) -> Result<Vec<RunReport>, crate::Error> {
-        let depth = match &ev.actor {
-            Actor::Playbook { run_id, .. } => self.depth_of(run_id) + 1,
-            _ => 1,
-        };
-        let payload = ev.to_payload();
-        let (plans, errors) = self.matching(ev.kind.as_str(), &payload);
-        for (playbook, e) in &errors {
-            tracing::warn!(%playbook, error = %e, "trigger could not be evaluated");
-        }
-        let mut starts = Vec::with_capacity(plans.len());
-        for plan in plans {
-            let run_id = new_run_id();
-            if let Some(store) = &self.services.store {
-                if !store.start_delivery(ev.id, &plan.name, &run_id).await? {
-                    tracing::info!(
-                        event = ev.id,
-                        playbook = %plan.name,
-                        "case event already delivered to this playbook; not running it again"
-                    );
-                    continue;
-                }
-            }
-            starts.push((plan, run_id));
-        }
-        if starts.is_empty() {
-            return Ok(Vec::new());
-        }
-        if depth > self.max_depth {
-            return Ok(self.loop_guard(ev, depth, starts).await);
-        }
-        let case = serde_json::to_value(&ev.case).ok();
-        Ok(self
-            .run_plans(starts, ev.kind.as_str(), payload, case, depth)
-            .await)
+        let jobs = self.take_case_event(ev, false).await?;
+        Ok(self.run_to_end(jobs).await)
     }
 
     fn now(&self) -> Timestamp {
         let ms = self
+            .shared
             .services
             .clock
             .now()
@@ -200,22 +289,23 @@ impl Engine {
         Timestamp::from_unix_millis(ms).unwrap_or_else(|_| Timestamp::now())
     }
 
-    fn depth_of(&self, run_id: &str) -> u32 {
-        let depths = match self.depths.lock() {
-            Ok(d) => d,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        depths.get(run_id).copied().unwrap_or(0)
+    /// The depth of a run, from its journal record (case events only exist with a store).
+    async fn depth_of(&self, run_id: &str) -> u32 {
+        match self.store() {
+            Some(store) => match store.get_run(run_id).await {
+                Ok(Some(r)) => r.input.depth,
+                Ok(None) => 0,
+                Err(e) => {
+                    tracing::warn!(%run_id, error = %e, "cannot read the run's depth; counting from 0");
+                    0
+                }
+            },
+            None => 0,
+        }
     }
 
-    /// Too deep: fail the runs the event would start, and say so on the case.
-    async fn loop_guard(
-        &self,
-        ev: &CaseEvent,
-        depth: u32,
-        starts: Vec<(Arc<Plan>, String)>,
-    ) -> Vec<RunReport> {
-        let names: Vec<&str> = starts.iter().map(|(p, _)| p.name.as_str()).collect();
+    /// Too deep: say so on the case, once for the runs the event would start.
+    async fn loop_guard_message(&self, ev: &CaseEvent, depth: u32, names: &[&str]) -> String {
         let message = format!(
             "loop guard: `{}` on {} would start {} at depth {depth}, beyond the limit of {} (a playbook keeps re-triggering itself through case events; raise `engine.max_depth` only if the chain is meant to be this long)",
             ev.kind.as_str(),
@@ -225,31 +315,17 @@ impl Engine {
                 .map(|n| format!("`{n}`"))
                 .collect::<Vec<_>>()
                 .join(", "),
-            self.max_depth
+            self.shared.max_depth
         );
         tracing::error!(case = %ev.case_id, %message);
-        if let Some(store) = &self.services.store {
+        if let Some(store) = self.store() {
             let meta = WriteMeta::new(Actor::System, self.now());
             let change = CaseChange::AddComment(message.clone());
             if let Err(e) = store.update(ev.case_id, vec![change], &meta).await {
                 tracing::error!(error = %e, "could not record the loop guard on the case");
             }
         }
-        let started = executor::rfc3339(self.services.clock.now());
-        starts
-            .into_iter()
-            .map(|(p, run_id)| RunReport {
-                run_id,
-                playbook: p.name.clone(),
-                trigger: ev.kind.as_str().to_string(),
-                status: RunStatus::Failed,
-                started_at: started.clone(),
-                duration_ms: 0.0,
-                steps: Vec::new(),
-                output: None,
-                error: Some(message.clone()),
-            })
-            .collect()
+        message
     }
 
     pub fn bundle(&self) -> &Bundle {
@@ -257,7 +333,7 @@ impl Engine {
     }
 
     pub fn services(&self) -> &Arc<Services> {
-        &self.services
+        &self.shared.services
     }
 
     /// The playbooks this event starts, with trigger-evaluation errors for the others.
@@ -266,7 +342,7 @@ impl Engine {
         let mut errors = Vec::new();
         let ctx = MjValue::from_serialize(serde_json::json!({
             "event": event,
-            "now": executor::rfc3339(self.services.clock.now()),
+            "now": executor::rfc3339(self.shared.services.clock.now()),
         }));
         for plan in &self.bundle.playbooks {
             if plan.trigger.event != source {
@@ -306,59 +382,119 @@ impl Engine {
         for (playbook, e) in &errors {
             tracing::warn!(%playbook, error = %e, "trigger could not be evaluated");
         }
-        let starts = plans.into_iter().map(|p| (p, new_run_id())).collect();
-        self.run_plans(starts, source, event, case, depth).await
+        let jobs = plans
+            .into_iter()
+            .map(|p| {
+                self.job(
+                    p,
+                    source,
+                    event.clone(),
+                    case.clone(),
+                    depth,
+                    Lineage::default(),
+                )
+            })
+            .collect();
+        match self.start_jobs(RunOrigin::Direct, jobs).await {
+            Ok(jobs) => self.run_to_end(jobs).await,
+            Err(e) => {
+                tracing::error!(error = %e, "could not record the runs; nothing started");
+                Vec::new()
+            }
+        }
     }
 
-    /// Runs each plan under its run id, concurrently except where concurrency keys say
-    /// otherwise, and waits for all of them.
-    async fn run_plans(
-        &self,
-        starts: Vec<(Arc<Plan>, String)>,
-        source: &str,
-        event: Value,
-        case: Option<Value>,
-        depth: u32,
-    ) -> Vec<RunReport> {
-        let mut set = tokio::task::JoinSet::new();
-        for (plan, run_id) in starts {
-            let input = RunInput {
-                run_id,
-                trigger: source.to_string(),
-                event: event.clone(),
-                case: case.clone(),
-                depth,
-            };
-            if let Ok(mut depths) = self.depths.lock() {
-                depths.insert(input.run_id.clone(), depth);
-            }
-            let services = self.services.clone();
-            let key = self.concurrency_key(&plan, &event);
-            let lock = key.as_ref().map(|k| self.locks.get(k));
-            set.spawn(async move {
-                let _guard = match &lock {
-                    Some(l) => Some(l.lock().await),
-                    None => None,
-                };
-                execute(plan, input, services).await
-            });
+    /// The runs an incoming event starts, recorded in the journal as its inbox entry is
+    /// taken (none when another dispatcher took it first).
+    async fn take_incoming(&self, incoming: &Incoming) -> Result<Vec<Job>, crate::Error> {
+        let (plans, errors) = self.matching(&incoming.source, &incoming.event);
+        for (playbook, e) in &errors {
+            tracing::warn!(%playbook, error = %e, "trigger could not be evaluated");
         }
-        let mut reports = Vec::new();
-        while let Some(r) = set.join_next().await {
-            match r {
-                Ok(report) => reports.push(report),
-                Err(e) => tracing::error!(error = %e, "run task crashed"),
+        let lineage = Lineage {
+            event_key: incoming.key.clone(),
+            inbox_seq: Some(incoming.seq),
+            case_event: None,
+        };
+        let jobs = plans
+            .into_iter()
+            .map(|p| {
+                self.job(
+                    p,
+                    &incoming.source,
+                    incoming.event.clone(),
+                    None,
+                    0,
+                    lineage.clone(),
+                )
+            })
+            .collect();
+        self.start_jobs(RunOrigin::Inbox(incoming.seq), jobs).await
+    }
+
+    /// The runs a case event starts, recorded in the journal with the event's delivery
+    /// (acknowledged when `ack`); beyond the depth limit they are recorded as blocked by the
+    /// loop guard, which says so on the case.
+    async fn take_case_event(&self, ev: &CaseEvent, ack: bool) -> Result<Vec<Job>, crate::Error> {
+        let depth = match &ev.actor {
+            Actor::Playbook { run_id, .. } => self.depth_of(run_id).await + 1,
+            _ => 1,
+        };
+        let payload = ev.to_payload();
+        let (plans, errors) = self.matching(ev.kind.as_str(), &payload);
+        for (playbook, e) in &errors {
+            tracing::warn!(%playbook, error = %e, "trigger could not be evaluated");
+        }
+        let case = serde_json::to_value(&ev.case).ok();
+        let lineage = Lineage {
+            event_key: None,
+            inbox_seq: None,
+            case_event: Some(ev.id),
+        };
+        let jobs: Vec<Job> = plans
+            .into_iter()
+            .map(|p| {
+                self.job(
+                    p,
+                    ev.kind.as_str(),
+                    payload.clone(),
+                    case.clone(),
+                    depth,
+                    lineage.clone(),
+                )
+            })
+            .collect();
+        let wanted = jobs.len();
+        let mut jobs = self
+            .start_jobs(
+                RunOrigin::CaseEvent {
+                    event_id: ev.id,
+                    ack,
+                },
+                jobs,
+            )
+            .await?;
+        if jobs.len() < wanted {
+            tracing::info!(
+                event = ev.id,
+                "case event already delivered to some playbooks; not running them again"
+            );
+        }
+        if depth > self.shared.max_depth && !jobs.is_empty() {
+            let names: Vec<&str> = jobs.iter().map(|j| j.plan.name.as_str()).collect();
+            let message = self.loop_guard_message(ev, depth, &names).await;
+            for j in &mut jobs {
+                j.blocked = Some(message.clone());
             }
         }
-        reports.sort_by(|a, b| a.playbook.cmp(&b.playbook));
-        reports
+        Ok(jobs)
     }
 
     fn concurrency_key(&self, plan: &Plan, event: &Value) -> Option<String> {
         let t = plan.concurrency.as_ref()?;
         let mut ctx = serde_json::json!({
             "event": event,
-            "now": executor::rfc3339(self.services.clock.now()),
+            "now": executor::rfc3339(self.shared.services.clock.now()),
         });
         // The key may use `vars`; a variable that cannot be rendered is left out, and the
         // run itself reports the error.
@@ -416,29 +552,27 @@ pub fn all_succeeded(reports: &[RunReport]) -> bool {
     reports.iter().all(|r| r.status == RunStatus::Succeeded)
 }
 
-/// A sortable, unique run id: milliseconds since the epoch and randomness, in hex.
+/// A sortable, unique run id: `run-` and 20 hex digits: milliseconds since the epoch, a
+/// counter within the millisecond, and randomness. Ids from one process sort in the order
+/// they were made (the counter never goes back, even if the clock does); ids from different
+/// processes sort by time and differ by their random part.
 pub fn new_run_id() -> String {
-    let ms = std::time::SystemTime::now()
+    static LAST: Mutex<(u64, u16)> = Mutex::new((0, 0));
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0);
-    let r: u32 = rand::thread_rng().gen();
-    format!("run-{ms:012x}{r:08x}")
-}
-
-/// One async mutex per key, dropped when no run holds or waits for it.
-#[derive(Default)]
-struct KeyedLocks {
-    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-impl KeyedLocks {
-    fn get(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = match self.map.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
+    let (ms, n) = {
+        let mut last = lock(&LAST);
+        *last = if now > last.0 {
+            (now, 0)
+        } else if last.1 == u16::MAX {
+            (last.0 + 1, 0)
+        } else {
+            (last.0, last.1 + 1)
         };
-        map.retain(|_, l| Arc::strong_count(l) > 1);
-        map.entry(key.to_string()).or_default().clone()
-    }
+        *last
+    };
+    let r: u16 = rand::thread_rng().gen();
+    format!("run-{ms:012x}{n:04x}{r:04x}")
 }

@@ -88,7 +88,7 @@ pub async fn list(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let q = query_from(raw.as_deref())?;
-    let cases = state.backend.store().query(&q).await?;
+    let cases = state.store.query(&q).await?;
     Ok(Json(json!({"count": cases.len(), "cases": cases})))
 }
 
@@ -104,7 +104,7 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = case_id(&id)?;
-    match state.backend.store().get(id).await? {
+    match state.store.get(id).await? {
         Some(case) => Ok(Json(json!({ "case": case }))),
         None => Err(ApiError::not_found(format!("{id} not found"))),
     }
@@ -183,7 +183,7 @@ pub async fn update(
     let actor = Actor::Person {
         name: name.to_string(),
     };
-    let out = state.backend.update_case(id, changes, actor).await?;
+    let out = state.engine.update_case(id, changes, actor).await?;
     tracing::info!(events = out.events.len(), "case changed through the API");
     Ok(Json(json!({
         "case": out.case,

@@ -1,29 +1,37 @@
-//! The runs API: `GET /api/runs?playbook=...&status=succeeded&limit=50` lists runs newest
-//! first (`{"runs": [{id, playbook, status, trigger, event_id, inbox_seq, started,
-//! finished, duration_ms, error}]}`); `GET /api/runs/{id}` adds the steps (status,
-//! attempts, duration, error) and the playbook's `output`.
+//! The runs API, from the engine's run journal: `GET /api/runs?playbook=...&status=...&limit=50`
+//! lists runs newest first (`{"runs": [{run_id, playbook, trigger, status, started_at,
+//! finished_at, duration_ms, event_key, inbox_seq, case_event, error}]}`; `status` is
+//! `running`, `succeeded`, `failed` or `parked`); `GET /api/runs/{id}` adds the input
+//! event, the playbook's `output` and the steps (status, attempts, duration, error).
 
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::app::AppState;
-use super::backend::RunQuery;
 use super::error::ApiError;
+use crate::persist::{RunFilter, RunState};
 
 /// Largest `limit` of one listing.
 pub const MAX_LIMIT: usize = 1000;
 
-/// A run query from the query string.
-pub fn query_from(raw: Option<&str>) -> Result<RunQuery, ApiError> {
-    let mut q = RunQuery {
+/// A run filter from the query string.
+pub fn query_from(raw: Option<&str>) -> Result<RunFilter, ApiError> {
+    let mut q = RunFilter {
         limit: 50,
-        ..RunQuery::default()
+        ..RunFilter::default()
     };
     for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         match k.as_ref() {
             "playbook" => q.playbook = Some(v.into_owned()),
-            "status" => q.status = Some(v.trim().to_ascii_lowercase()),
+            "status" => {
+                q.status = Some(
+                    v.trim()
+                        .to_ascii_lowercase()
+                        .parse::<RunState>()
+                        .map_err(|e| ApiError::bad_request(format!("invalid `status`: {e}")))?,
+                )
+            }
             "limit" => {
                 q.limit = v
                     .trim()
@@ -51,11 +59,7 @@ pub async fn list(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let q = query_from(raw.as_deref())?;
-    let runs = state
-        .backend
-        .list_runs(&q)
-        .await
-        .map_err(|e| ApiError::internal("could not list runs", e))?;
+    let runs = state.store.list_runs(&q).await?;
     Ok(Json(json!({"count": runs.len(), "runs": runs})))
 }
 
@@ -65,12 +69,7 @@ pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    match state
-        .backend
-        .get_run(&id)
-        .await
-        .map_err(|e| ApiError::internal("could not read the run", e))?
-    {
+    match state.store.get_run(&id).await? {
         Some(run) => Ok(Json(json!({ "run": run }))),
         None => Err(ApiError::not_found(format!("run `{id}` not found"))),
     }
@@ -84,9 +83,10 @@ mod tests {
     fn run_queries() {
         let q = query_from(Some("playbook=iam-preprocess&status=Failed&limit=3")).unwrap();
         assert_eq!(q.playbook.as_deref(), Some("iam-preprocess"));
-        assert_eq!(q.status.as_deref(), Some("failed"));
+        assert_eq!(q.status, Some(RunState::Failed));
         assert_eq!(q.limit, 3);
-        assert!(query_from(Some("limit=0")).is_err());
-        assert!(query_from(Some("x=1")).is_err());
+        for bad in ["limit=0", "x=1", "status=done"] {
+            assert!(query_from(Some(bad)).is_err(), "{bad}");
+        }
     }
 }

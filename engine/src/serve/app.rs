@@ -25,17 +25,19 @@ use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
-use super::backend::Backend;
 use super::config::ServeConfig;
 use super::error::ApiError;
 use super::metrics::Metrics;
 use super::{api_cases, api_runs, auth, events, metrics, okta_hook, ServeError};
+use crate::persist::Store;
 use crate::schedule::Engine;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub backend: Arc<Backend>,
+    pub engine: Arc<Engine>,
+    /// The engine's store (the server refuses to start without one).
+    pub store: Arc<dyn Store>,
     pub config: Arc<ServeConfig>,
     pub metrics: Arc<Metrics>,
     /// The listener is on a loopback address (unauthenticated local use is allowed).
@@ -50,13 +52,17 @@ impl AppState {
         config: ServeConfig,
         loopback: bool,
     ) -> Result<Self, ServeError> {
-        let backend =
-            Arc::new(Backend::new(engine, config.data_dir.clone()).map_err(ServeError::Config)?);
+        let store = engine
+            .services()
+            .store
+            .clone()
+            .ok_or_else(|| ServeError::Config("engine serve needs a case store".into()))?;
         let token = config.api_token.as_ref().map(|t| t.expose());
-        let web = crate::web::WebState::new(backend.clone(), token)
-            .map_err(|e| ServeError::Runtime(format!("web view templates: {e}")))?;
+        let web = crate::web::WebState::new(engine.clone(), token)
+            .map_err(|e| ServeError::Runtime(format!("web view: {e}")))?;
         Ok(AppState {
-            backend,
+            engine,
+            store,
             web,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
@@ -119,7 +125,7 @@ pub fn router(state: AppState) -> Router {
 
 /// `GET /healthz`: the process serves and its store answers.
 pub async fn health(State(state): State<AppState>) -> Response {
-    match state.backend.inbox_depth().await {
+    match state.store.inbox_depth().await {
         Ok(depth) => Json(json!({"status": "ok", "inbox_depth": depth})).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "health check: the inbox cannot be read");

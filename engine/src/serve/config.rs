@@ -32,8 +32,6 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// `okta.poll`, when present.
     pub poll: Option<PollConfig>,
-    /// The data directory (`--data-dir`), not a config key.
-    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -45,7 +43,6 @@ impl Default for ServeConfig {
             wait_timeout: DEFAULT_WAIT_TIMEOUT,
             shutdown_grace: Duration::from_secs(10),
             poll: None,
-            data_dir: None,
         }
     }
 }
@@ -152,7 +149,6 @@ impl ServeConfig {
             wait_timeout,
             shutdown_grace: duration(config, "server.shutdown_grace", Duration::from_secs(10))?,
             poll: PollConfig::from_config(config)?,
-            data_dir: None,
         })
     }
 }

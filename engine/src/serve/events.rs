@@ -114,7 +114,7 @@ pub async fn post(
         .map_err(|e| reject("malformed", ApiError::bad_request(e)))?;
     let n = events.len();
     let ingested = state
-        .backend
+        .engine
         .ingest(&source, events)
         .await
         .map_err(|e| ApiError::internal("could not store the events", e))?;
@@ -123,9 +123,13 @@ pub async fn post(
         .metrics
         .received(&source, "api", n as u64, duplicates as u64);
     if !wait {
+        let items: Vec<Value> = ingested
+            .iter()
+            .map(|i| json!({"seq": i.seq, "key": i.key, "duplicate": i.duplicate}))
+            .collect();
         return Ok((
             StatusCode::ACCEPTED,
-            Json(json!({"events": ingested, "accepted": n - duplicates, "duplicates": duplicates})),
+            Json(json!({"events": items, "accepted": n - duplicates, "duplicates": duplicates})),
         )
             .into_response());
     }
@@ -137,7 +141,7 @@ pub async fn post(
         if let Some(seq) = ing.seq {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let runs = state
-                .backend
+                .engine
                 .wait_for(seq, left.max(Duration::from_millis(1)))
                 .await
                 .map_err(|e| ApiError::internal("could not read the runs", e))?;

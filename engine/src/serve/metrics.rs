@@ -5,7 +5,7 @@
 //! | `caseflow_events_received_total` | counter | `source`, `via` (`hook`, `poll`, `api`) | events acknowledged (duplicates included) |
 //! | `caseflow_events_duplicate_total` | counter | `source`, `via` | of those, already seen (same `uuid`): not run again |
 //! | `caseflow_events_rejected_total` | counter | `source`, `reason` (`unauthorized`, `malformed`, `too_large`, `bad_source`, `bad_query`, `unreadable`) | requests refused |
-//! | `caseflow_inbox_depth` | gauge | | events acknowledged and not yet finished |
+//! | `caseflow_inbox_depth` | gauge | | events acknowledged and not yet taken by the worker |
 //! | `caseflow_runs_total` | counter | `playbook`, `status` | finished runs |
 //! | `caseflow_step_duration_seconds` | histogram | `uses` | duration of finished steps, by step type |
 //! | `caseflow_open_cases` | gauge | `severity` | cases in `new`, `in_progress` or `on_hold` |
@@ -110,7 +110,7 @@ impl Metrics {
         );
         registry.register(
             "caseflow_inbox_depth",
-            "Events acknowledged and not yet finished",
+            "Events acknowledged and not yet taken by the worker",
             m.inbox_depth.clone(),
         );
         registry.register(
@@ -186,13 +186,13 @@ impl Metrics {
     /// Read the gauges from the store and the outbox, then encode everything.
     pub async fn render(&self, state: &AppState) -> Result<String, ApiError> {
         let depth = state
-            .backend
+            .store
             .inbox_depth()
             .await
             .map_err(|e| ApiError::internal("could not read the inbox depth", e))?;
         self.inbox_depth
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
-        let store = state.backend.store();
+        let store = &state.store;
         let open: Vec<CaseState> = CaseState::ALL
             .iter()
             .copied()
@@ -209,7 +209,7 @@ impl Metrics {
                 .get_or_create(&labels(&[("severity", sev.as_str())]))
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        if let Some(outbox) = state.backend.engine().services().get::<Outbox>() {
+        if let Some(outbox) = state.engine.services().get::<Outbox>() {
             self.read_outbox(&outbox);
         }
         let mut text = String::new();

@@ -2,10 +2,11 @@
 //!
 //! Data flow: deliveries come in over HTTP ([`okta_hook`] for Okta event hooks,
 //! [`events`] for other sources) or from the System Log poller ([`okta_poll`]); every one
-//! is written durably to the engine's inbox through [`backend::Backend::ingest`] (group
-//! commit: concurrent deliveries share a flush) before it is acknowledged. The engine's
-//! worker ([`backend::Backend::run_worker`]) then runs the playbooks the events trigger,
-//! the case playbooks they cascade into and the SLA watcher, off the request path.
+//! is written durably to the engine's inbox with [`Engine::ingest`] (group commit:
+//! concurrent deliveries share a flush) before it is acknowledged. The engine's worker
+//! ([`Engine::run_worker`]) then runs the playbooks the events trigger, the case playbooks
+//! they cascade into, the SLA watcher and the tick hooks, off the request path, and
+//! resumes what a crash or a stop left unfinished.
 //! People and tools read and change cases and runs through [`api_cases`] and [`api_runs`];
 //! a change made there fires the same case triggers as a playbook's change. [`metrics`]
 //! serves Prometheus text, [`auth`] checks the hook secret and the API token, and
@@ -13,14 +14,14 @@
 //! finish, let the worker finish or park its runs, flush the store, exit 0.
 //!
 //! Work that belongs to other crates (the steps crate's notification retry) plugs in as
-//! [`BackgroundTask`]s: the binary's `main` passes them to the CLI, and [`Server::run`]
-//! starts each with the engine's [`Services`] and a stop token.
+//! [`EngineHook`]s: the binary's `main` passes them to the CLI, which calls each with the
+//! [`Engine`] before serving; a hook registers periodic work with [`Engine::on_tick`],
+//! which the worker runs (first at start-up) and stops at shutdown.
 
 pub mod api_cases;
 pub mod api_runs;
 pub mod app;
 pub mod auth;
-pub mod backend;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -29,68 +30,19 @@ pub mod okta_hook;
 pub mod okta_poll;
 pub mod shutdown;
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use tokio_util::sync::CancellationToken;
 
 use crate::schedule::Engine;
-use crate::step::Services;
 pub use app::AppState;
 pub use config::ServeConfig;
 
-/// A future a background task runs until its stop token is cancelled.
-pub type TaskFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Work that runs beside the server for as long as it runs, such as the notification
-/// outbox retry of the steps crate (which the engine cannot depend on). The function gets
-/// the engine's services (config, store, outbox, ...) and a token that is cancelled at
-/// shutdown; it returns a future that should end soon after the token is cancelled.
-#[derive(Clone)]
-pub struct BackgroundTask {
-    pub name: &'static str,
-    pub start: Arc<dyn Fn(Arc<Services>, CancellationToken) -> TaskFuture + Send + Sync>,
-}
-
-impl BackgroundTask {
-    pub fn new<F>(name: &'static str, start: F) -> Self
-    where
-        F: Fn(Arc<Services>, CancellationToken) -> TaskFuture + Send + Sync + 'static,
-    {
-        BackgroundTask {
-            name,
-            start: Arc::new(start),
-        }
-    }
-}
-
-impl std::fmt::Debug for BackgroundTask {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BackgroundTask")
-            .field("name", &self.name)
-            .finish()
-    }
-}
-
-/// Call `tick` every `interval` (first after one interval) until `stop` is cancelled.
-/// A tick in progress when `stop` is cancelled is allowed to finish.
-pub async fn every<F, Fut>(interval: Duration, stop: CancellationToken, mut tick: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let interval = interval.max(Duration::from_millis(10));
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        tick().await;
-    }
-}
+/// Called with the engine before it serves, to plug in work from crates the engine
+/// cannot depend on (e.g. `steps::notify::register_retry` registers the outbox retry
+/// with [`Engine::on_tick`]).
+pub type EngineHook = Arc<dyn Fn(&Engine) + Send + Sync>;
 
 /// Why the server could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +65,6 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     state: AppState,
-    tasks: Vec<BackgroundTask>,
 }
 
 impl Server {
@@ -123,7 +74,6 @@ impl Server {
         engine: Arc<Engine>,
         config: ServeConfig,
         listen: &str,
-        tasks: Vec<BackgroundTask>,
     ) -> Result<Server, ServeError> {
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host(listen)
             .await
@@ -158,7 +108,6 @@ impl Server {
             listener,
             addr,
             state,
-            tasks,
         })
     }
 
@@ -172,37 +121,29 @@ impl Server {
     }
 
     /// Serve until `stop` is cancelled, then shut down in order: stop accepting and let
-    /// in-flight requests finish (at most `server.shutdown_grace`), stop the poller and the
-    /// background tasks, let the worker finish or park its runs, flush the store.
+    /// in-flight requests finish (at most `server.shutdown_grace`), stop the poller, let
+    /// the worker finish its runs or park them (at most `engine.shutdown_grace`; parked
+    /// runs resume at the next start), flush the store.
     pub async fn run(self, stop: CancellationToken) -> Result<(), ServeError> {
         let Server {
             listener,
             addr,
             state,
-            tasks,
         } = self;
         let worker_stop = CancellationToken::new();
-        let backend = state.backend.clone();
-        let worker = tokio::spawn(backend.clone().run_worker(worker_stop.clone()));
-
         let mut background = tokio::task::JoinSet::new();
-        for t in &tasks {
-            let fut = (t.start)(state.backend.engine().services().clone(), stop.clone());
-            let name = t.name;
-            background.spawn(async move {
-                fut.await;
-                tracing::debug!(task = name, "background task stopped");
-            });
-        }
+        // Subscribed before the worker starts, so resumed runs are counted too.
         background.spawn(metrics::follow_runs(
             state.metrics.clone(),
-            backend.subscribe(),
+            state.engine.subscribe(),
             stop.clone(),
         ));
+        let worker = tokio::spawn(state.engine.clone().run_worker(worker_stop.clone()));
         if let Some(poll) = state.config.poll.clone() {
             background.spawn(okta_poll::run(
                 poll,
-                backend.clone(),
+                state.engine.clone(),
+                state.store.clone(),
                 state.metrics.clone(),
                 stop.clone(),
             ));
@@ -245,7 +186,7 @@ impl Server {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!("background tasks still running after the grace period; stopping them");
+            tracing::warn!("the poller is still running after the grace period; stopping it");
             background.abort_all();
         }
         worker_stop.cancel();
@@ -253,7 +194,8 @@ impl Server {
             Ok(r) => r.map_err(|e| ServeError::Runtime(format!("worker: {e}"))),
             Err(e) => Err(ServeError::Runtime(format!("worker task failed: {e}"))),
         };
-        let flushed = backend
+        let flushed = state
+            .store
             .flush()
             .await
             .map_err(|e| ServeError::Runtime(format!("final flush: {e}")));

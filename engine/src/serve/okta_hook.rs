@@ -79,7 +79,7 @@ pub async fn deliver(
         .inspect_err(|_| state.metrics.rejected("okta", "malformed"))?;
     let n = events.len();
     let ingested = state
-        .backend
+        .engine
         .ingest("okta", events)
         .await
         .map_err(|e| ApiError::internal("could not store the delivery", e))?;

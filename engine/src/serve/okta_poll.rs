@@ -28,9 +28,10 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::backend::Backend;
 use super::config::PollConfig;
 use super::metrics::Metrics;
+use crate::persist::Store;
+use crate::schedule::Engine;
 
 /// The name of the poller's cursor in the store.
 pub const CURSOR: &str = "okta.poll";
@@ -54,7 +55,8 @@ pub struct Cursor {
 /// Poll until `stop` is cancelled.
 pub async fn run(
     cfg: PollConfig,
-    backend: Arc<Backend>,
+    engine: Arc<Engine>,
+    store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
@@ -74,7 +76,8 @@ pub async fn run(
     let poller = Poller {
         cfg,
         client,
-        backend,
+        engine,
+        store,
         metrics,
     };
     tracing::info!(url = %poller.cfg.url, filter = %poller.cfg.filter, "okta System Log poller started");
@@ -97,7 +100,8 @@ pub async fn run(
 struct Poller {
     cfg: PollConfig,
     client: reqwest::Client,
-    backend: Arc<Backend>,
+    engine: Arc<Engine>,
+    store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
 }
 
@@ -131,7 +135,7 @@ impl Poller {
     /// Where this poll starts: the saved cursor when it fits the config, else `since`.
     async fn start(&self) -> Result<(Url, Option<String>), String> {
         let saved = self
-            .backend
+            .store
             .get_cursor(CURSOR)
             .await
             .map_err(|e| format!("cannot read the cursor: {e}"))?;
@@ -186,7 +190,7 @@ impl Poller {
             }
             if n > 0 {
                 let ingested = self
-                    .backend
+                    .engine
                     .ingest("okta", page.events)
                     .await
                     .map_err(|e| format!("cannot store polled events: {e}"))?;
@@ -202,7 +206,7 @@ impl Poller {
                 last_published: last_published.clone(),
             };
             let json = serde_json::to_string(&cursor).map_err(|e| e.to_string())?;
-            self.backend
+            self.store
                 .put_cursor(CURSOR, &json)
                 .await
                 .map_err(|e| format!("cannot save the cursor: {e}"))?;

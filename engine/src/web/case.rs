@@ -1,7 +1,7 @@
 //! `GET /cases/{id}`: one case, with its observables and each provider's findings, custom
 //! fields, comments and timeline (a playbook actor links to its run), and the forms that
 //! change it. Each form posts to `/cases/{id}/<action>`; the change is made through
-//! [`super::WebBackend::update_case`] as the logged-in person, so the case triggers fire
+//! [`crate::Engine::update_case`] as the logged-in person, so the case triggers fire
 //! as they do for the API. Success redirects back to the page (`?done=<action>`); a
 //! refused change (an invalid transition, an empty comment) shows the page again with
 //! the reason and 409 or 422.
@@ -62,7 +62,7 @@ async fn show(
     notice: Option<&str>,
     error: Option<WebError>,
 ) -> Result<Response, WebError> {
-    let Some(case) = state.backend.store().get(id).await? else {
+    let Some(case) = state.store.get(id).await? else {
         return Err(WebError::not_found(format!("{id} not found")));
     };
     let now = Timestamp::now();
@@ -76,7 +76,7 @@ async fn show(
         .filter(|s| s.needs_resolution())
         .map(|s| s.as_str())
         .collect();
-    let mut people = team_members(&state.backend.engine().services().config);
+    let mut people = team_members(&state.engine.services().config);
     people.extend(case.assignee.clone());
     let status = error.as_ref().map_or(StatusCode::OK, |e| e.status);
     page::render(
@@ -116,7 +116,7 @@ async fn change(
                 name: session.user.clone().unwrap_or_else(|| LOCAL_USER.into()),
             };
             state
-                .backend
+                .engine
                 .update_case(id, changes, actor)
                 .await
                 .map_err(WebError::from)

@@ -28,7 +28,6 @@
 
 pub mod assets;
 pub mod auth;
-pub mod backend;
 pub mod case;
 pub mod page;
 pub mod playbooks;
@@ -49,8 +48,10 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
+use crate::persist::Store;
+use crate::schedule::Engine;
+
 pub use auth::Auth;
-pub use backend::{RunFilter, RunView, WebBackend};
 pub use page::WebError;
 
 /// The Content-Security-Policy of every web response: nothing inline, nothing from
@@ -81,23 +82,31 @@ impl Default for WebOptions {
 /// What every web handler can reach.
 #[derive(Clone)]
 pub struct WebState {
-    pub backend: Arc<dyn WebBackend>,
+    pub engine: Arc<Engine>,
+    /// The engine's store: cases and the run journal.
+    pub store: Arc<dyn Store>,
     pub auth: Arc<Auth>,
     pub templates: Arc<page::Templates>,
     pub options: Arc<WebOptions>,
 }
 
 impl WebState {
-    /// The web view over `backend`. With `api_token`, a person logs in with it; without,
-    /// no login (the server must then listen on loopback only; see [`auth`]).
-    pub fn new(
-        backend: Arc<dyn WebBackend>,
-        api_token: Option<&str>,
-    ) -> Result<Self, minijinja::Error> {
+    /// The web view of `engine`, which must have a store. With `api_token`, a person logs
+    /// in with it; without, no login (the server must then listen on loopback only; see
+    /// [`auth`]).
+    pub fn new(engine: Arc<Engine>, api_token: Option<&str>) -> Result<Self, crate::Error> {
+        let store = engine
+            .services()
+            .store
+            .clone()
+            .ok_or_else(|| crate::Error::Config("the web view needs a case store".into()))?;
+        let templates = page::Templates::new()
+            .map_err(|e| crate::Error::Runtime(format!("web view templates: {e}")))?;
         Ok(WebState {
-            backend,
+            engine,
+            store,
             auth: Arc::new(Auth::new(api_token)),
-            templates: Arc::new(page::Templates::new()?),
+            templates: Arc::new(templates),
             options: Arc::new(WebOptions::default()),
         })
     }

@@ -10,10 +10,10 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::auth::Session;
-use super::backend::RunFilter;
 use super::page::{self, WebError};
 use super::{svg, WebState};
 use crate::compile::{OnError, Plan};
+use crate::persist::RunFilter;
 
 #[derive(Serialize)]
 struct PlaybookRow {
@@ -45,8 +45,13 @@ pub async fn list(
     State(state): State<WebState>,
     Extension(session): Extension<Session>,
 ) -> Result<Response, WebError> {
-    let engine = state.backend.engine();
-    let rows: Vec<PlaybookRow> = engine.bundle().playbooks.iter().map(|p| row(p)).collect();
+    let rows: Vec<PlaybookRow> = state
+        .engine
+        .bundle()
+        .playbooks
+        .iter()
+        .map(|p| row(p))
+        .collect();
     page::render(
         &state,
         &session,
@@ -78,8 +83,7 @@ pub async fn page(
     Path(name): Path<String>,
 ) -> Result<Response, WebError> {
     let plan = state
-        .backend
-        .engine()
+        .engine
         .bundle()
         .get(&name)
         .cloned()
@@ -115,23 +119,14 @@ pub async fn page(
         })
         .collect();
     let runs = state
-        .backend
+        .store
         .list_runs(&RunFilter {
             playbook: Some(plan.name.clone()),
             status: None,
             limit: 20,
         })
-        .await
-        .map_err(|e| WebError::internal("could not list runs", e))?;
-    let runs: Vec<_> = runs
-        .iter()
-        .map(|r| {
-            json!({
-                "id": r.id, "status": r.status, "trigger": r.trigger, "started": r.started,
-                "duration": r.duration_ms.map_or("-".into(), svg::duration),
-            })
-        })
-        .collect();
+        .await?;
+    let runs: Vec<_> = runs.iter().map(super::runs::row).collect();
     // Unescaped: `svg::render` escapes every piece of text it draws.
     let graph = svg::render(&plan, None);
     page::render_with(

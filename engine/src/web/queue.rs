@@ -122,7 +122,7 @@ pub async fn page(
 ) -> Result<Response, WebError> {
     let filters = Filters::parse(raw.as_deref())?;
     let q = filters.query(state.options.queue_limit);
-    let store = state.backend.store();
+    let store = &state.store;
     let mut cases = store.query(&q).await?;
     let mut total = store.count(&q).await?;
     if filters.assignee.as_deref() == Some(UNASSIGNED) {
@@ -131,7 +131,7 @@ pub async fn page(
     }
     sort(&mut cases);
     let now = Timestamp::now();
-    let mut people = team_members(&state.backend.engine().services().config);
+    let mut people = team_members(&state.engine.services().config);
     people.extend(cases.iter().filter_map(|c| c.assignee.clone()));
     let tags: BTreeSet<&String> = cases.iter().flat_map(|c| c.tags.iter()).collect();
     let rows: Vec<view::CaseRow> = cases.iter().map(|c| view::case_row(c, now)).collect();

@@ -1,6 +1,7 @@
-//! `GET /runs`: recent runs (filters: playbook, status). `GET /runs/{id}`: one run, its
-//! playbook's graph drawn as SVG with each step's status, and the step table (status,
-//! attempts, duration, error or why it was skipped).
+//! `GET /runs`: recent runs from the engine's run journal (filters: playbook, status).
+//! `GET /runs/{id}`: one run, its playbook's graph drawn as SVG with each step's status,
+//! and the step table (status, attempts, duration, error or why it was skipped). A run
+//! still going shows the steps finished so far and refreshes itself.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -10,35 +11,41 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::auth::Session;
-use super::backend::{RunFilter, RunView};
 use super::page::{self, WebError};
-use super::{svg, WebState};
+use super::{svg, view, WebState};
+use crate::persist::{RunFilter, RunState, RunSummary};
+use crate::report::StepReport;
 
 /// Most runs a listing shows.
 pub const LIST_LIMIT: usize = 200;
 
+/// One run as the pages show it.
 #[derive(Serialize)]
-struct RunRow {
+pub struct RunRow {
     id: String,
     playbook: String,
-    status: String,
+    status: &'static str,
     trigger: String,
     started: String,
+    finished: Option<String>,
     duration: String,
     error: Option<String>,
     event_key: Option<String>,
+    case_event: Option<u64>,
 }
 
-fn row(r: &RunView) -> RunRow {
+pub fn row(r: &RunSummary) -> RunRow {
     RunRow {
-        id: r.id.clone(),
+        id: r.run_id.clone(),
         playbook: r.playbook.clone(),
-        status: r.status.clone(),
+        status: r.status.as_str(),
         trigger: r.trigger.clone(),
-        started: r.started.clone(),
+        started: r.started_at.clone(),
+        finished: r.finished_at.clone(),
         duration: r.duration_ms.map_or("-".into(), svg::duration),
         error: r.error.clone(),
         event_key: r.event_key.clone(),
+        case_event: r.case_event,
     }
 }
 
@@ -56,18 +63,18 @@ pub async fn list(
         let v = v.trim();
         match k.as_ref() {
             "playbook" if !v.is_empty() => f.playbook = Some(v.to_string()),
-            "status" if !v.is_empty() => f.status = Some(v.to_ascii_lowercase()),
+            "status" if !v.is_empty() => {
+                f.status = Some(
+                    v.parse::<RunState>()
+                        .map_err(|e| WebError::new(StatusCode::BAD_REQUEST, e.to_string()))?,
+                )
+            }
             _ => {}
         }
     }
-    let runs = state
-        .backend
-        .list_runs(&f)
-        .await
-        .map_err(|e| WebError::internal("could not list runs", e))?;
+    let runs = state.store.list_runs(&f).await?;
     let playbooks: Vec<&str> = state
-        .backend
-        .engine()
+        .engine
         .bundle()
         .playbooks
         .iter()
@@ -82,9 +89,9 @@ pub async fn list(
         StatusCode::OK,
         json!({
             "runs": runs.iter().map(row).collect::<Vec<_>>(),
-            "filters": {"playbook": f.playbook, "status": f.status},
+            "filters": {"playbook": f.playbook, "status": f.status.map(RunState::as_str)},
             "playbooks": playbooks,
-            "statuses": ["succeeded", "failed", "running", "parked"],
+            "statuses": RunState::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         }),
     )
 }
@@ -101,29 +108,8 @@ struct StepRow {
     reason: Option<String>,
 }
 
-/// `GET /runs/{id}`.
-pub async fn page(
-    State(state): State<WebState>,
-    Extension(session): Extension<Session>,
-    Path(id): Path<String>,
-) -> Result<Response, WebError> {
-    let run = state
-        .backend
-        .get_run(&id)
-        .await
-        .map_err(|e| WebError::internal("could not read the run", e))?
-        .ok_or_else(|| {
-            WebError::not_found(
-                "no such run: it may still be running (runs are listed once they finish), or be older than the runs the server keeps",
-            )
-        })?;
-    let plan = state.backend.engine().bundle().get(&run.playbook).cloned();
-    let graph = plan.as_ref().map(|p| svg::render(p, Some(&run.steps)));
-    // Steps in the plan's order, with those the run never reached; then any the plan no
-    // longer has (it changed since the run).
-    let mut steps: Vec<StepRow> = Vec::new();
-    let report = |id: &str| run.steps.iter().find(|s| s.id == id);
-    let step_row = |s: &crate::report::StepReport| StepRow {
+fn step_row(s: &StepReport) -> StepRow {
+    StepRow {
         id: s.id.clone(),
         uses: s.uses.clone(),
         status: svg::status_name(s.status),
@@ -134,17 +120,36 @@ pub async fn page(
             .error
             .as_ref()
             .and_then(|e| serde_json::to_value(e.kind).ok())
-            .map(|v| super::view::json_text(&v)),
+            .map(|v| view::json_text(&v)),
         reason: s.reason.clone(),
-    };
+    }
+}
+
+/// `GET /runs/{id}`.
+pub async fn page(
+    State(state): State<WebState>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    let run = state
+        .store
+        .get_run(&id)
+        .await?
+        .ok_or_else(|| WebError::not_found("no such run"))?;
+    let plan = state.engine.bundle().get(&run.summary.playbook).cloned();
+    let graph = plan.as_ref().map(|p| svg::render(p, Some(&run.steps)));
+    // Steps in the plan's order, with those the run has not reached; then any the plan no
+    // longer has (it changed since the run).
+    let live = matches!(run.summary.status, RunState::Running | RunState::Parked);
+    let mut steps: Vec<StepRow> = Vec::new();
     if let Some(p) = &plan {
         for s in &p.steps {
-            steps.push(match report(&s.id) {
+            steps.push(match run.steps.iter().find(|r| r.id == s.id) {
                 Some(r) => step_row(r),
                 None => StepRow {
                     id: s.id.clone(),
                     uses: s.uses.clone(),
-                    status: "not run",
+                    status: if live { "pending" } else { "not run" },
                     attempts: 0,
                     duration: "-".into(),
                     error: None,
@@ -163,9 +168,8 @@ pub async fn page(
         .output
         .as_ref()
         .and_then(|o| serde_json::to_string_pretty(o).ok());
-    let live = run.status == "running";
     let ctx = json!({
-        "run": row(&run),
+        "run": row(&run.summary),
         "steps": steps,
         "output": output,
         "has_plan": plan.is_some(),

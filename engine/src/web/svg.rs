@@ -414,10 +414,11 @@ steps:
         assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
         assert!(svg.ends_with("</svg>"));
         assert_eq!(svg.matches("<g class=\"step ").count(), 5);
-        // a->b (needs), a->c (reference, dashed), b->d, c->d, and the on_error route.
-        assert_eq!(svg.matches("class=\"edge\"").count(), 4);
+        // a->b (needs), a->c (reference, dashed), b->d (needs and a reference: one line,
+        // as the compiled graph has it), c->d, and the on_error route.
+        assert_eq!(svg.matches("class=\"edge\"").count(), 4, "{svg}");
         assert_eq!(svg.matches("class=\"edge on-error\"").count(), 1);
-        assert_eq!(svg.matches("stroke-dasharray=\"5 4\"").count(), 1);
+        assert_eq!(svg.matches("stroke-dasharray=\"5 4\"").count(), 2, "{svg}");
         let (ok_fill, _) = colours(Some(Status::Succeeded));
         let (bad_fill, _) = colours(Some(Status::Failed));
         assert!(svg.contains(&format!("fill=\"{ok_fill}\"")));

@@ -1,8 +1,8 @@
 //! The web view through its router (no socket): escaping of every event-derived field,
 //! the CSP on every page, login and cookie flags, CSRF refusals, and that actions become
-//! a person's case changes.
+//! a person's case changes with the case events playbooks trigger on.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::body::Body;
@@ -16,9 +16,12 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::cases::{
-    Actor, CaseChange, CaseId, NewCase, NewObservable, ObservableType, Severity, Timestamp, Verdict,
+    Actor, CaseChange, CaseEventKind, CaseId, NewCase, NewObservable, ObservableType, Severity,
+    Timestamp, Verdict,
 };
-use crate::persist::{MemoryStore, Store, StoreError, WriteMeta, WriteOutcome};
+use crate::persist::{
+    MemoryStore, RunInputRecord, RunOrigin, RunRecord, RunState, RunSummary, Store, WriteMeta,
+};
 use crate::report::StepReport;
 use crate::schedule::ready::Status;
 use crate::schedule::Engine;
@@ -65,90 +68,57 @@ steps:
     needs: look
 "#;
 
-/// A backend over a memory store that records the changes it is asked for.
-struct Fake {
-    engine: Arc<Engine>,
-    store: Arc<dyn Store>,
-    runs: Vec<RunView>,
-    changes: Mutex<Vec<(CaseId, Vec<CaseChange>, Actor)>>,
-}
-
-#[async_trait]
-impl WebBackend for Fake {
-    fn engine(&self) -> &Arc<Engine> {
-        &self.engine
-    }
-    fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-    async fn update_case(
-        &self,
-        id: CaseId,
-        changes: Vec<CaseChange>,
-        actor: Actor,
-    ) -> Result<WriteOutcome, StoreError> {
-        if let Ok(mut c) = self.changes.lock() {
-            c.push((id, changes.clone(), actor.clone()));
-        }
-        self.store
-            .update(id, changes, &WriteMeta::new(actor, Timestamp::now()))
-            .await
-    }
-    async fn list_runs(&self, f: &RunFilter) -> Result<Vec<RunView>, crate::Error> {
-        Ok(self
-            .runs
-            .iter()
-            .filter(|r| f.playbook.as_ref().is_none_or(|p| &r.playbook == p))
-            .cloned()
-            .collect())
-    }
-    async fn get_run(&self, id: &str) -> Result<Option<RunView>, crate::Error> {
-        Ok(self.runs.iter().find(|r| r.id == id).cloned())
-    }
-}
-
-fn hostile_run() -> RunView {
-    RunView {
-        id: "run-1".into(),
-        playbook: "triage".into(),
-        status: "failed".into(),
-        trigger: format!("okta {XSS}"),
-        started: "2026-11-27T08:00:00.000Z".into(),
-        duration_ms: Some(12.0),
-        error: Some(format!("run failed: {XSS} {XSS_ATTR}")),
-        event_key: Some(format!("okta:{XSS_SQ}")),
-        steps: vec![
-            StepReport {
-                id: "look".into(),
-                uses: "echo".into(),
-                status: Status::Succeeded,
-                attempts: 2,
-                duration_ms: 3.5,
-                output: None,
-                error: None,
-                reason: None,
-            },
-            StepReport {
-                id: "decide".into(),
-                uses: "echo".into(),
-                status: Status::Failed,
-                attempts: 3,
-                duration_ms: 1500.0,
-                output: None,
-                error: Some(StepError {
-                    kind: ErrorKind::Permanent,
-                    message: format!("upstream said {XSS} {XSS_ATTR}"),
-                }),
-                reason: None,
-            },
-        ],
+fn hostile_run() -> RunRecord {
+    let step = |id: &str, status, attempts, ms, error: Option<String>| StepReport {
+        id: id.into(),
+        uses: "echo".into(),
+        status,
+        attempts,
+        duration_ms: ms,
+        output: None,
+        error: error.map(|message| StepError {
+            kind: ErrorKind::Permanent,
+            message,
+        }),
+        reason: None,
+    };
+    RunRecord {
+        summary: RunSummary {
+            run_id: "run-1".into(),
+            playbook: "triage".into(),
+            trigger: format!("okta {XSS}"),
+            status: RunState::Failed,
+            started_at: "2026-11-27T08:00:00.000Z".into(),
+            finished_at: Some("2026-11-27T08:00:01.500Z".into()),
+            duration_ms: Some(1500.0),
+            event_key: Some(format!("okta:{XSS_SQ}")),
+            inbox_seq: None,
+            case_event: None,
+            error: Some(format!("run failed: {XSS} {XSS_ATTR}")),
+        },
+        input: RunInputRecord {
+            event: json!({ "displayMessage": XSS }),
+            case: None,
+            depth: 0,
+            seed: None,
+        },
         output: Some(json!({ "note": XSS })),
+        steps: vec![
+            step("look", Status::Succeeded, 2, 3.5, None),
+            step(
+                "decide",
+                Status::Failed,
+                3,
+                1500.0,
+                Some(format!("upstream said {XSS} {XSS_ATTR}")),
+            ),
+        ],
     }
 }
 
 struct App {
     router: Router,
-    fake: Arc<Fake>,
+    store: Arc<dyn Store>,
 }
 
 async fn app(token: Option<&str>) -> App {
@@ -163,16 +133,16 @@ async fn app(token: Option<&str>) -> App {
         .with_store(store.clone())
         .with_config(json!({"teams": {"soc": ["dana.analyst@acme.example", XSS_ATTR]}}));
     let engine = Arc::new(Engine::new(bundle, services));
-    let fake = Arc::new(Fake {
-        engine,
-        store,
-        runs: vec![hostile_run()],
-        changes: Mutex::new(Vec::new()),
-    });
-    let state = WebState::new(fake.clone(), token).expect("templates compile");
+    let run = hostile_run();
+    store
+        .start_runs(RunOrigin::Direct, std::slice::from_ref(&run))
+        .await
+        .unwrap();
+    store.finish_run(&run).await.unwrap();
+    let state = WebState::new(engine, token).expect("the web view starts");
     App {
         router: router(state),
-        fake,
+        store,
     }
 }
 
@@ -352,7 +322,7 @@ fn assert_inert(path: &str, body: &str) {
 #[tokio::test]
 async fn every_event_derived_string_is_escaped_on_every_page() {
     let app = app(Some(TOKEN)).await;
-    let id = hostile_case(&app.fake.store).await;
+    let id = hostile_case(&app.store).await;
     let (c, _) = login(&app, Some(TOKEN)).await;
     let pages = [
         "/".to_string(),
@@ -412,7 +382,7 @@ async fn every_event_derived_string_is_escaped_on_every_page() {
 #[tokio::test]
 async fn every_response_carries_the_csp() {
     let app = app(Some(TOKEN)).await;
-    let id = hostile_case(&app.fake.store).await;
+    let id = hostile_case(&app.store).await;
     let (c, csrf) = login(&app, Some(TOKEN)).await;
     let mut reqs = vec![
         get("/", Some(&c)),
@@ -578,11 +548,11 @@ async fn login_sets_a_strict_http_only_cookie_without_the_token() {
 #[tokio::test]
 async fn changes_without_the_right_csrf_token_are_refused() {
     let app = app(Some(TOKEN)).await;
-    let id = hostile_case(&app.fake.store).await;
+    let id = hostile_case(&app.store).await;
     let (c, csrf) = login(&app, Some(TOKEN)).await;
     let (other, other_csrf) = login(&app, Some(TOKEN)).await;
     assert_ne!(csrf, other_csrf);
-    let before = app.fake.store.get(id).await.unwrap().unwrap();
+    let before = app.store.get(id).await.unwrap().unwrap();
     let path = format!("/cases/{id}/state");
     for (what, req) in [
         ("no token", post(&path, Some(&c), &[("to", "in_progress")])),
@@ -630,11 +600,7 @@ async fn changes_without_the_right_csrf_token_are_refused() {
         send(&app.router, req).await.status,
         StatusCode::UNSUPPORTED_MEDIA_TYPE
     );
-    assert!(
-        app.fake.changes.lock().unwrap().is_empty(),
-        "nothing reached the engine"
-    );
-    assert_eq!(app.fake.store.get(id).await.unwrap().unwrap(), before);
+    assert_eq!(app.store.get(id).await.unwrap().unwrap(), before);
 
     // Same-origin, with the token: accepted.
     let mut req = post(&path, Some(&c), &[("to", "in_progress"), ("csrf", &csrf)]);
@@ -647,7 +613,7 @@ async fn changes_without_the_right_csrf_token_are_refused() {
 #[tokio::test]
 async fn actions_are_a_persons_case_changes() {
     let app = app(Some(TOKEN)).await;
-    let id = hostile_case(&app.fake.store).await;
+    let id = hostile_case(&app.store).await;
     let (c, csrf) = login(&app, Some(TOKEN)).await;
     let page = format!("/cases/{id}");
     let dana = Actor::Person {
@@ -685,10 +651,35 @@ async fn actions_are_a_persons_case_changes() {
         .await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{action}: {}", r.body);
     }
-    let changes = app.fake.changes.lock().unwrap().clone();
-    assert_eq!(changes.len(), 4);
-    assert!(changes.iter().all(|(cid, _, a)| *cid == id && *a == dana));
-    let case = app.fake.store.get(id).await.unwrap().unwrap();
+    let case = app.store.get(id).await.unwrap().unwrap();
+    let by_dana: Vec<&str> = case
+        .timeline
+        .iter()
+        .filter(|e| e.actor == dana)
+        .map(|e| e.kind.as_str())
+        .collect();
+    assert_eq!(
+        by_dana,
+        ["state_changed", "assigned", "severity_changed", "comment"]
+    );
+    // The case events playbooks trigger on, as a playbook's change would emit them.
+    let events: Vec<(CaseEventKind, Actor)> = app
+        .store
+        .pending_events(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.case_id == id && e.actor == dana)
+        .map(|e| (e.kind, e.actor))
+        .collect();
+    for kind in [
+        CaseEventKind::StateChanged,
+        CaseEventKind::Assigned,
+        CaseEventKind::SeverityChanged,
+        CaseEventKind::Updated,
+    ] {
+        assert!(events.iter().any(|(k, _)| *k == kind), "{kind} missing");
+    }
     assert_eq!(case.state, crate::cases::CaseState::InProgress);
     assert_eq!(case.assignee.as_deref(), Some("eli.analyst@acme.example"));
     assert_eq!(case.severity, Severity::Critical);
@@ -744,7 +735,7 @@ async fn actions_are_a_persons_case_changes() {
     .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
-        app.fake.store.get(id).await.unwrap().unwrap().state,
+        app.store.get(id).await.unwrap().unwrap().state,
         crate::cases::CaseState::InProgress
     );
     let r = send(
@@ -762,7 +753,7 @@ async fn actions_are_a_persons_case_changes() {
 #[tokio::test]
 async fn without_a_token_no_login_but_loopback_names_only() {
     let app = app(None).await;
-    let id = hostile_case(&app.fake.store).await;
+    let id = hostile_case(&app.store).await;
     let r = send(&app.router, get("/", None)).await;
     assert_eq!(r.status, StatusCode::OK, "no login");
     let c = cookie_value(&set_cookie(&r).expect("a session for the CSRF token"));
@@ -835,7 +826,7 @@ async fn links_from_other_sites_reload_once_to_send_the_cookie() {
 #[tokio::test]
 async fn the_queue_is_ordered_by_severity_then_sla() {
     let app = app(None).await;
-    let store = &app.fake.store;
+    let store = &app.store;
     let meta = WriteMeta::new(Actor::System, Timestamp::now());
     let now = Timestamp::now();
     let mk = |title: &str, sev, due: Option<i64>| {

@@ -16,5 +16,5 @@ pub mod step;
 
 pub use config::NotifyConfig;
 pub use deliver::{deliver_pending, Deliverer, Outcome, PassReport};
-pub use retry::background_task;
+pub use retry::register_retry;
 pub use step::Notify;

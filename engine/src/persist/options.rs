@@ -1,0 +1,117 @@
+//! How a store is opened, from the config file: the top-level `durability` key and the
+//! `store` section.
+//!
+//! ```yaml
+//! durability: strict        # or relaxed: acknowledge before the flush (faster, may lose
+//!                           # the last `flush_every_ms` of acknowledged work in a crash)
+//! store:
+//!   flush_every_ms: 500     # sled's background flush interval
+//! ```
+
+use serde_json::Value;
+
+use super::Durability;
+use crate::error::Error;
+
+/// The default background flush interval (sled's).
+pub const DEFAULT_FLUSH_EVERY_MS: u64 = 500;
+
+/// Options for opening a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// When writes return relative to the disk.
+    pub durability: Durability,
+    /// The backend's background flush interval in milliseconds (sled); 0 turns it off.
+    pub flush_every_ms: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            durability: Durability::Strict,
+            flush_every_ms: DEFAULT_FLUSH_EVERY_MS,
+        }
+    }
+}
+
+impl StoreOptions {
+    /// Reads `durability` and `store.flush_every_ms` from a config tree; absent keys keep
+    /// their defaults, invalid ones are an error naming the key.
+    pub fn from_config(config: &Value) -> Result<Self, Error> {
+        let mut o = StoreOptions::default();
+        match config.get("durability") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => {
+                o.durability = match s.trim() {
+                    "strict" => Durability::Strict,
+                    "relaxed" => Durability::Relaxed,
+                    other => {
+                        return Err(Error::Config(format!(
+                            "`durability`: expected `strict` or `relaxed`, got `{other}`"
+                        )))
+                    }
+                }
+            }
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "`durability`: expected `strict` or `relaxed`, got {other}"
+                )))
+            }
+        }
+        match config.get("store") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                for (k, v) in m {
+                    match (k.as_str(), v.as_u64()) {
+                        ("flush_every_ms", Some(ms)) => o.flush_every_ms = ms,
+                        ("flush_every_ms", None) => {
+                            return Err(Error::Config(format!(
+                                "`store.flush_every_ms`: expected a number of milliseconds, got {v}"
+                            )))
+                        }
+                        (other, _) => {
+                            return Err(Error::Config(format!(
+                                "`store.{other}`: unknown key (known: `flush_every_ms`)"
+                            )))
+                        }
+                    }
+                }
+            }
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "`store`: expected a mapping, got {other}"
+                )))
+            }
+        }
+        Ok(o)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn options_come_from_the_config() {
+        assert_eq!(
+            StoreOptions::from_config(&json!({})).unwrap(),
+            StoreOptions::default()
+        );
+        let o = StoreOptions::from_config(
+            &json!({"durability": "relaxed", "store": {"flush_every_ms": 5000}}),
+        )
+        .unwrap();
+        assert_eq!(o.durability, Durability::Relaxed);
+        assert_eq!(o.flush_every_ms, 5000);
+        for bad in [
+            json!({"durability": "sometimes"}),
+            json!({"durability": 1}),
+            json!({"store": {"flush_every_ms": "soon"}}),
+            json!({"store": {"flush_every": 1}}),
+            json!({"store": []}),
+        ] {
+            assert!(StoreOptions::from_config(&bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! The worker: what `engine serve` runs in the background, and the calls around it.
+//!
+//! Data flow: a caller [`Engine::ingest`]s events: they are queued in the store's inbox
+//! with their dedup keys (durable before the call returns; concurrent callers share
+//! flushes through the store's group commit) and the worker is woken. The worker
+//! ([`Engine::run_worker`]) first resumes the runs a crash or a shutdown left unfinished,
+//! then loops: take queued incoming events and pending case events, record the runs each
+//! starts in the journal (consuming the entry in the same transaction), launch them in
+//! that order (which fixes their turn on their concurrency keys), and sleep until woken
+//! (new event, finished run, [`Engine::wake`]), until the SLA sweep or a tick hook is due,
+//! or until shutdown. On shutdown it stops taking work, gives running runs a grace period,
+//! parks the rest (the journal resumes them at the next start) and flushes.
+//!
+//! Callers follow runs with [`Engine::subscribe`] (every finished run) or
+//! [`Engine::wait_for`] (the runs of one inbox entry).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::broadcast;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{dedup_key, lock, Engine};
+use crate::cases::{Actor, CaseChange, CaseId};
+use crate::persist::{InboxEntry, NewIncoming, Store, StoreError, WriteMeta, WriteOutcome};
+use crate::report::RunReport;
+
+/// What [`Engine::ingest`] did with one event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ingested {
+    /// Its inbox entry; `None` for a duplicate.
+    pub seq: Option<u64>,
+    /// Its dedup key (`<source>:<uuid>`), when it has one.
+    pub key: Option<String>,
+    /// Seen before: acknowledged, not stored, never run.
+    pub duplicate: bool,
+}
+
+/// The worker's settings, from the config's `engine` section.
+///
+/// ```yaml
+/// engine:
+///   sla_every: 30s        # how often the SLA watcher sweeps
+///   shutdown_grace: 10s   # how long running runs may take to finish at shutdown
+///   max_runs: 512         # runs in flight before the worker stops taking new work
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerConfig {
+    pub sla_every: Duration,
+    pub shutdown_grace: Duration,
+    pub max_runs: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            sla_every: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+            max_runs: 512,
+        }
+    }
+}
+
+fn duration(key: &str, v: &Value) -> Result<Duration, crate::Error> {
+    match v {
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| crate::Error::Config(format!("`engine.{key}`: not a duration: {n}"))),
+        Value::String(s) => humantime::parse_duration(s.trim())
+            .map_err(|e| crate::Error::Config(format!("`engine.{key}`: `{s}`: {e}"))),
+        other => Err(crate::Error::Config(format!(
+            "`engine.{key}`: expected a duration such as `30s`, got {other}"
+        ))),
+    }
+}
+
+impl WorkerConfig {
+    /// Reads `engine.sla_every`, `engine.shutdown_grace` and `engine.max_runs`; absent keys
+    /// keep their defaults.
+    pub fn from_config(config: &Value) -> Result<Self, crate::Error> {
+        let mut c = WorkerConfig::default();
+        let Some(engine) = config.get("engine") else {
+            return Ok(c);
+        };
+        if let Some(v) = engine.get("sla_every") {
+            c.sla_every = duration("sla_every", v)?.max(Duration::from_millis(10));
+        }
+        if let Some(v) = engine.get("shutdown_grace") {
+            c.shutdown_grace = duration("shutdown_grace", v)?;
+        }
+        if let Some(v) = engine.get("max_runs") {
+            c.max_runs = v
+                .as_u64()
+                .filter(|n| *n > 0)
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+                .ok_or_else(|| {
+                    crate::Error::Config(format!(
+                        "`engine.max_runs`: expected a positive number, got {v}"
+                    ))
+                })?;
+        }
+        Ok(c)
+    }
+}
+
+/// A boxed future a tick hook returns.
+pub type TickFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Periodic work the worker runs beside the runs (such as delivering notifications that
+/// are still owed: `steps::notify::deliver_pending`). See [`Engine::on_tick`].
+pub struct TickHook {
+    every: Duration,
+    next: Instant,
+    hook: Arc<dyn Fn() -> TickFuture + Send + Sync>,
+    busy: Arc<AtomicBool>,
+}
+
+impl Engine {
+    /// Durably records incoming events (strict durability: flushed before return, with one
+    /// flush shared by concurrent callers) and wakes the worker, which runs them later.
+    /// Each event must be a JSON object; its dedup key is [`dedup_key`]`(source, event)`.
+    /// A duplicate (a key seen before, or twice in `events`) is acknowledged, counted in
+    /// the answer and never stored or run.
+    pub async fn ingest(
+        &self,
+        source: &str,
+        events: Vec<Value>,
+    ) -> Result<Vec<Ingested>, crate::Error> {
+        let store = self.store_required()?;
+        if source.trim().is_empty() {
+            return Err(crate::Error::Event("the event source is empty".into()));
+        }
+        if let Some(i) = events.iter().position(|e| !e.is_object()) {
+            return Err(crate::Error::Event(format!(
+                "event {i} is not a JSON object"
+            )));
+        }
+        let received_at = self.now();
+        let items: Vec<NewIncoming> = events
+            .into_iter()
+            .map(|event| NewIncoming {
+                source: source.to_string(),
+                key: dedup_key(source, &event),
+                event,
+                received_at,
+            })
+            .collect();
+        let span = tracing::debug_span!("ingest", %source, events = items.len());
+        let queued = store.enqueue_incoming(&items).instrument(span).await?;
+        let out: Vec<Ingested> = items
+            .into_iter()
+            .zip(queued)
+            .map(|(item, q)| Ingested {
+                seq: q.seq,
+                key: item.key,
+                duplicate: q.duplicate,
+            })
+            .collect();
+        if out.iter().any(|i| !i.duplicate) {
+            self.wake();
+        }
+        Ok(out)
+    }
+
+    /// Every run that finishes from now on, wherever it was started (worker, one-shot
+    /// calls, resume). A receiver that falls more than 1024 reports behind misses the
+    /// oldest (`RecvError::Lagged`).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<RunReport>> {
+        self.shared.finished.subscribe()
+    }
+
+    /// Waits until the runs started directly by inbox entry `seq` have finished, at most
+    /// `timeout`; `None` on timeout. An entry that started no run gives an empty list; an
+    /// entry number never handed out is an error. Reports are sorted by playbook.
+    pub async fn wait_for(
+        &self,
+        seq: u64,
+        timeout: Duration,
+    ) -> Result<Option<Vec<RunReport>>, crate::Error> {
+        let store = self.store_required()?;
+        let deadline = Instant::now() + timeout;
+        let mut finished = self.subscribe();
+        loop {
+            // Registered before the store is read, so progress in between is not missed.
+            let progressed = self.shared.progress.notified();
+            tokio::pin!(progressed);
+            progressed.as_mut().enable();
+            match store.inbox_entry(seq).await? {
+                InboxEntry::Unknown => {
+                    return Err(crate::Error::Event(format!("no inbox entry {seq}")))
+                }
+                InboxEntry::Queued => {}
+                InboxEntry::Dispatched(run_ids) => {
+                    if let Some(reports) = finished_reports(store.as_ref(), &run_ids).await? {
+                        return Ok(Some(reports));
+                    }
+                }
+            }
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => return Ok(None),
+                    _ = &mut progressed => break,
+                    r = finished.recv() => match r {
+                        Ok(report) if report.inbox_seq == Some(seq) => break,
+                        Ok(_) => continue,
+                        Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        // The engine owns the sender: it cannot close while `self` lives.
+                        Err(broadcast::error::RecvError::Closed) => return Ok(None),
+                    },
+                }
+            }
+        }
+    }
+
+    /// A person's change to a case (API, CLI): committed like a playbook's change, with the
+    /// same case events, and the worker is woken to run the playbooks they trigger.
+    pub async fn update_case(
+        &self,
+        id: CaseId,
+        changes: Vec<CaseChange>,
+        actor: Actor,
+    ) -> Result<WriteOutcome, StoreError> {
+        let store = self.store().cloned().ok_or_else(|| StoreError::Backend {
+            path: "<none>".into(),
+            detail: "this engine has no case store".into(),
+        })?;
+        let out = store
+            .update(id, changes, &WriteMeta::new(actor, self.now()))
+            .await?;
+        if !out.events.is_empty() {
+            self.wake();
+        }
+        Ok(out)
+    }
+
+    /// Tells the worker there may be new work (it also wakes by itself for ingested
+    /// events, finished runs and case changes made with [`Engine::update_case`]).
+    pub fn wake(&self) {
+        self.shared.wake.notify_one();
+    }
+
+    /// Runs `hook` from the worker every `every` (first right after start-up), never two at
+    /// once. `engine serve` uses it for notification retries, which live in the steps crate:
+    /// `engine.on_tick(every, move || Box::pin(deliver_pending(...)))`.
+    pub fn on_tick<F>(&self, every: Duration, hook: F)
+    where
+        F: Fn() -> TickFuture + Send + Sync + 'static,
+    {
+        lock(&self.shared.ticks).push(TickHook {
+            every: every.max(Duration::from_millis(10)),
+            next: Instant::now(),
+            hook: Arc::new(hook),
+            busy: Arc::new(AtomicBool::new(false)),
+        });
+    }
+
+    /// Background work until `shutdown` is cancelled; see the module docs. Returns an error
+    /// when the store fails (after parking what runs): the journal makes a restart safe.
+    pub async fn run_worker(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> Result<(), crate::Error> {
+        let store = self.store_required()?;
+        let span = tracing::info_span!("worker");
+        async move {
+            let mut runs: JoinSet<RunReport> = JoinSet::new();
+            let mut hooks: JoinSet<()> = JoinSet::new();
+            let worked = self.work(&store, &shutdown, &mut runs, &mut hooks).await;
+            if let Err(e) = &worked {
+                tracing::error!(error = %e, "the worker stops on a store error");
+            }
+            hooks.shutdown().await;
+            let stopped = self.stop(&store, &mut runs).await;
+            worked.and(stopped)
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn store_required(&self) -> Result<Arc<dyn Store>, crate::Error> {
+        self.store().cloned().ok_or_else(|| {
+            crate::Error::Runtime(
+                "this engine has no store; the inbox and the worker need one".into(),
+            )
+        })
+    }
+
+    async fn work(
+        &self,
+        store: &Arc<dyn Store>,
+        shutdown: &CancellationToken,
+        runs: &mut JoinSet<RunReport>,
+        hooks: &mut JoinSet<()>,
+    ) -> Result<(), crate::Error> {
+        let cfg = self.worker;
+        // Resumed runs are queued on their keys before anything new.
+        let resumed = self.resumable().await?;
+        if !resumed.is_empty() {
+            tracing::info!(runs = resumed.len(), "resuming unfinished runs");
+        }
+        for job in resumed {
+            self.launch(job, runs);
+        }
+        // Deadlines that passed while the engine was stopped are swept at once.
+        let mut next_sla = Instant::now();
+        loop {
+            let woken = self.shared.wake.notified();
+            tokio::pin!(woken);
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let mut found = false;
+            let room = cfg.max_runs.saturating_sub(runs.len());
+            if room > 0 {
+                let queued = store.pending_incoming(room.min(256)).await?;
+                for incoming in &queued {
+                    let span = tracing::info_span!("dispatch", inbox_seq = incoming.seq, source = %incoming.source);
+                    for job in self.take_incoming(incoming).instrument(span).await? {
+                        self.launch(job, runs);
+                    }
+                }
+                if !queued.is_empty() {
+                    found = true;
+                    self.shared.progress.notify_waiters();
+                }
+            }
+            let room = cfg.max_runs.saturating_sub(runs.len());
+            if room > 0 {
+                for ev in store.pending_events(room.min(256)).await? {
+                    let span = tracing::info_span!(
+                        "dispatch",
+                        case_event = ev.id,
+                        kind = ev.kind.as_str()
+                    );
+                    for job in self.take_case_event(&ev, true).instrument(span).await? {
+                        self.launch(job, runs);
+                    }
+                    found = true;
+                }
+            }
+            let now = Instant::now();
+            if now >= next_sla {
+                next_sla = now + cfg.sla_every;
+                let breached = self.mark_sla_breaches(self.now()).await?;
+                if !breached.is_empty() {
+                    tracing::info!(cases = breached.len(), "SLA breached");
+                    found = true;
+                }
+            }
+            let next_hook = self.run_due_hooks(now, hooks);
+            while let Some(r) = runs.try_join_next() {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "run task crashed");
+                }
+            }
+            while hooks.try_join_next().is_some() {}
+            if found && runs.len() < cfg.max_runs {
+                continue;
+            }
+            let next_tick = next_hook.map_or(next_sla, |h| h.min(next_sla));
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = &mut woken => {}
+                _ = tokio::time::sleep_until(next_tick) => {}
+                Some(r) = runs.join_next(), if !runs.is_empty() => {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "run task crashed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts the tick hooks that are due and not still running; returns when the next one
+    /// is due.
+    fn run_due_hooks(&self, now: Instant, hooks: &mut JoinSet<()>) -> Option<Instant> {
+        let mut ticks = lock(&self.shared.ticks);
+        for t in ticks.iter_mut() {
+            if t.next <= now {
+                t.next = now + t.every;
+                if !t.busy.swap(true, Ordering::SeqCst) {
+                    let fut = (t.hook)();
+                    let busy = t.busy.clone();
+                    hooks.spawn(async move {
+                        fut.await;
+                        busy.store(false, Ordering::SeqCst);
+                    });
+                }
+            }
+        }
+        ticks.iter().map(|t| t.next).min()
+    }
+
+    /// Shutdown: wait up to the grace period for running runs, park the rest, flush.
+    async fn stop(
+        &self,
+        store: &Arc<dyn Store>,
+        runs: &mut JoinSet<RunReport>,
+    ) -> Result<(), crate::Error> {
+        if !runs.is_empty() {
+            tracing::info!(runs = runs.len(), grace = ?self.worker.shutdown_grace, "waiting for running runs");
+        }
+        let grace = tokio::time::sleep(self.worker.shutdown_grace);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                r = runs.join_next() => match r {
+                    None => break,
+                    Some(Err(e)) if !e.is_cancelled() => tracing::error!(error = %e, "run task crashed"),
+                    Some(_) => {}
+                },
+                _ = &mut grace => break,
+            }
+        }
+        runs.shutdown().await;
+        let left: Vec<String> = lock(&self.shared.in_flight).drain().collect();
+        if !left.is_empty() {
+            tracing::warn!(runs = left.len(), "parking runs that did not finish in the grace period; they resume at the next start");
+            store.park_runs(&left).await?;
+        }
+        store.flush().await?;
+        Ok(())
+    }
+}
+
+/// The reports of these runs when every one has finished.
+async fn finished_reports(
+    store: &dyn Store,
+    run_ids: &[String],
+) -> Result<Option<Vec<RunReport>>, crate::Error> {
+    let mut reports = Vec::with_capacity(run_ids.len());
+    for id in run_ids {
+        match store.get_run(id).await?.and_then(|r| r.to_report()) {
+            Some(report) => reports.push(report),
+            None => return Ok(None),
+        }
+    }
+    reports.sort_by(|a, b| a.playbook.cmp(&b.playbook));
+    Ok(Some(reports))
+}
