@@ -602,6 +602,20 @@ async fn changes_without_the_right_csrf_token_are_refused() {
     );
     assert_eq!(app.store.get(id).await.unwrap().unwrap(), before);
 
+    // Forms are small.
+    let big = "x".repeat(FORM_LIMIT + 1);
+    let r = send(
+        &app.router,
+        post(
+            &format!("/cases/{id}/comment"),
+            Some(&c),
+            &[("csrf", &csrf), ("text", &big)],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(app.store.get(id).await.unwrap().unwrap(), before);
+
     // Same-origin, with the token: accepted.
     let mut req = post(&path, Some(&c), &[("to", "in_progress"), ("csrf", &csrf)]);
     req.headers_mut()
