@@ -141,7 +141,18 @@ async function shot(page, name) {
     const byMe = await page.$$eval('ol.timeline .actor-person', (a) => a.map((e) => e.textContent.trim()));
     check(byMe.includes(ANALYST), 'the timeline records the analyst as the actor of the state change');
 
-    // 5. A comment (hostile too: it must stay text).
+    // 5. A change made elsewhere (the API) appears without a reload: the live sections.
+    await page.evaluate(() => { window.caseflowNotReloaded = true; });
+    const patched = await fetch(`${BASE}/api/cases/${target.id}`, {
+      method: 'PATCH',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ severity: 'high', actor: 'api-bot' }),
+    });
+    check(patched.ok, 'a severity change through the API');
+    await page.waitForFunction(() => document.querySelector('#case-severity').textContent.trim() === 'high');
+    check(await page.evaluate(() => window.caseflowNotReloaded === true), 'it appears on the open page without a reload');
+
+    // 6. A comment (hostile too: it must stay text).
     const note = 'Called the user: travelling. <b>not bold</b> <script>alert(5)</script>';
     await page.fill('#form-comment textarea[name="text"]', note);
     await Promise.all([page.waitForURL(/done=comment/), page.click('#form-comment button[type="submit"]')]);
@@ -153,7 +164,7 @@ async function shot(page, name) {
     check((await page.$$('.comment-text b')).length === 0, 'no markup from the comment');
     await shot(page, 'case.png');
 
-    // 6. A run from the timeline: its graph and steps.
+    // 7. A run from the timeline: its graph and steps.
     const run = await page.getAttribute('a.actor-playbook:has-text("iam-case-created")', 'href');
     await page.goto(`${BASE}${run}`);
     await page.waitForSelector('svg.graph');
@@ -165,7 +176,7 @@ async function shot(page, name) {
     check((await page.$$('table.steps tbody tr')).length === 8, 'the step table lists every step');
     await shot(page, 'run.png');
 
-    // 7. The playbooks page.
+    // 8. The playbooks page.
     await page.goto(`${BASE}/playbooks`);
     const names = await page.$$eval('table.playbooks strong', (s) => s.map((e) => e.textContent));
     check(['iam-preprocess', 'iam-case-created', 'iam-state-changed'].every((n) => names.includes(n)), 'the playbooks are listed');

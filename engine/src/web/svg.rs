@@ -133,6 +133,72 @@ fn layers(plan: &Plan) -> Vec<usize> {
     layer.into_iter().map(|l| l.unwrap_or(0)).collect()
 }
 
+/// Vertical lanes beside the boxes for edges that skip layers, and how far they reach.
+struct Lanes {
+    right: usize,
+    left: usize,
+    min_x: f64,
+    max_x: f64,
+}
+
+/// The path of an edge from the bottom of box `a` to the top of box `b`: one curve between
+/// adjacent layers (or when no box stands in the way), else out to a lane beside the
+/// boxes in between, down, and in again, so a line never crosses a box it does not touch.
+fn route(
+    a: usize,
+    b: usize,
+    xy: &[(f64, f64)],
+    layer: &[usize],
+    rows: &[Vec<usize>],
+    lanes: &mut Lanes,
+) -> String {
+    let (x1, y1) = (xy[a].0 + BOX_W / 2.0, xy[a].1 + BOX_H);
+    let (x2, y2) = (xy[b].0 + BOX_W / 2.0, xy[b].1);
+    let (la, lb) = (layer[a], layer[b]);
+    let between: Vec<usize> = if lb > la + 1 {
+        rows[la + 1..lb].iter().flatten().copied().collect()
+    } else {
+        Vec::new()
+    };
+    let (lo, hi) = (x1.min(x2) - 8.0, x1.max(x2) + 8.0);
+    let blocked = between
+        .iter()
+        .any(|&i| xy[i].0 < hi && xy[i].0 + BOX_W > lo);
+    if !blocked {
+        let dy = ((y2 - y1) / 2.0).max(GAP_Y / 2.0);
+        return format!(
+            "M {x1:.1} {y1:.1} C {x1:.1} {:.1}, {x2:.1} {:.1}, {x2:.1} {y2:.1}",
+            y1 + dy,
+            y2 - dy
+        );
+    }
+    let left_edge = between
+        .iter()
+        .map(|&i| xy[i].0)
+        .fold(f64::INFINITY, f64::min);
+    let right_edge = between
+        .iter()
+        .map(|&i| xy[i].0 + BOX_W)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let wx = if (x1 + x2) / 2.0 >= (left_edge + right_edge) / 2.0 {
+        lanes.right += 1;
+        right_edge + GAP_X / 2.0 + 9.0 * (lanes.right - 1) as f64
+    } else {
+        lanes.left += 1;
+        left_edge - GAP_X / 2.0 - 9.0 * (lanes.left - 1) as f64
+    };
+    lanes.min_x = lanes.min_x.min(wx - MARGIN);
+    lanes.max_x = lanes.max_x.max(wx + MARGIN);
+    let (ya, yb) = (y1 + GAP_Y, y2 - GAP_Y);
+    format!(
+        "M {x1:.1} {y1:.1} C {x1:.1} {:.1}, {wx:.1} {:.1}, {wx:.1} {ya:.1} L {wx:.1} {yb:.1} C {wx:.1} {:.1}, {x2:.1} {:.1}, {x2:.1} {y2:.1}",
+        y1 + GAP_Y * 0.6,
+        y1 + GAP_Y * 0.4,
+        y2 - GAP_Y * 0.4,
+        y2 - GAP_Y * 0.6,
+    )
+}
+
 /// Renders `plan` as an SVG element (no XML declaration: it is embedded in a page). With
 /// `steps`, boxes are coloured by the run's step reports; steps absent from the run are
 /// drawn as pending. Boxes link to `#step-<id>` (the run page's step table).
@@ -183,62 +249,68 @@ pub fn render(plan: &Plan, steps: Option<&[StepReport]>) -> String {
         }
     }
 
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" class="graph" role="img" viewBox="0 0 {width:.0} {height:.0}" width="{width:.0}" height="{height:.0}" font-family="system-ui, sans-serif" font-size="12"><title>{}</title><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#607d8b"/></marker><marker id="arrow-err" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#c62828"/></marker></defs>"##,
-        escape(&format!(
-            "playbook {} (on {})",
-            plan.name, plan.trigger.event
-        ))
-    );
-
-    let curve = |a: usize, b: usize| -> String {
-        let (ax, ay) = xy[a];
-        let (bx, by) = xy[b];
-        let (x1, y1) = (ax + BOX_W / 2.0, ay + BOX_H);
-        let (x2, y2) = (bx + BOX_W / 2.0, by);
-        let dy = ((y2 - y1) / 2.0).max(GAP_Y / 2.0);
-        format!(
-            "M {x1:.1} {y1:.1} C {x1:.1} {:.1}, {x2:.1} {:.1}, {x2:.1} {y2:.1}",
-            y1 + dy,
-            y2 - dy
-        )
-    };
-    // One line per pair of steps: a `needs` that is also a template reference is drawn
-    // once, solid.
-    let mut edges: std::collections::BTreeMap<(usize, usize), Edge> = Default::default();
+    // Edges, routed first so the canvas can grow to fit the lanes of long ones. One line
+    // per pair of steps: a `needs` that is also a template reference is drawn once, as
+    // the compiled graph keeps it.
+    let mut pairs: std::collections::BTreeMap<(usize, usize), Edge> = Default::default();
     for e in plan.graph.edge_references() {
         let (a, b) = (plan.graph[e.source()], plan.graph[e.target()]);
         if a < n && b < n {
-            let w = edges.entry((a, b)).or_insert(*e.weight());
+            let w = pairs.entry((a, b)).or_insert(*e.weight());
             if *e.weight() == Edge::Needs {
                 *w = Edge::Needs;
             }
         }
     }
-    for ((a, b), weight) in edges {
-        let dash = match weight {
-            Edge::Needs => "",
-            Edge::Reference => r#" stroke-dasharray="5 4""#,
-        };
-        let _ = write!(
-            out,
-            r##"<path class="edge" d="{}" fill="none" stroke="#607d8b" stroke-width="1.4"{dash} marker-end="url(#arrow)"/>"##,
-            curve(a, b)
-        );
-    }
+    let mut lines: Vec<(usize, usize, Option<Edge>)> = pairs
+        .into_iter()
+        .map(|((a, b), w)| (a, b, Some(w)))
+        .collect();
     for (i, s) in plan.steps.iter().enumerate() {
         if let OnError::Handler(h) = s.on_error {
             if h < n {
-                let _ = write!(
-                    out,
-                    r##"<path class="edge on-error" d="{}" fill="none" stroke="#c62828" stroke-width="1.4" stroke-dasharray="2 3" marker-end="url(#arrow-err)"><title>on error</title></path>"##,
-                    curve(i, h)
-                );
+                lines.push((i, h, None));
             }
         }
     }
+    let mut lanes = Lanes {
+        right: 0,
+        left: 0,
+        min_x: 0.0,
+        max_x: width,
+    };
+    let mut paths = String::new();
+    for (a, b, kind) in lines {
+        let d = route(a, b, &xy, &layer, &rows, &mut lanes);
+        let _ = match kind {
+            Some(w) => write!(
+                paths,
+                r##"<path class="edge" d="{d}" fill="none" stroke="#607d8b" stroke-width="1.4"{} marker-end="url(#arrow)"/>"##,
+                if w == Edge::Reference {
+                    r#" stroke-dasharray="5 4""#
+                } else {
+                    ""
+                }
+            ),
+            None => write!(
+                paths,
+                r##"<path class="edge on-error" d="{d}" fill="none" stroke="#c62828" stroke-width="1.4" stroke-dasharray="2 3" marker-end="url(#arrow-err)"><title>on error</title></path>"##
+            ),
+        };
+    }
+    let vx = lanes.min_x.min(0.0);
+    let vw = lanes.max_x.max(width) - vx;
+
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" class="graph" role="img" viewBox="{vx:.0} 0 {vw:.0} {height:.0}" width="{vw:.0}" height="{height:.0}" font-family="system-ui, sans-serif" font-size="12"><title>{}</title><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#607d8b"/></marker><marker id="arrow-err" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#c62828"/></marker></defs>"##,
+        escape(&format!(
+            "playbook {} (on {})",
+            plan.name, plan.trigger.event
+        ))
+    );
+    out.push_str(&paths);
 
     for (i, s) in plan.steps.iter().enumerate() {
         let report = by_id.get(s.id.as_str()).copied();
@@ -254,7 +326,18 @@ pub fn render(plan: &Plan, steps: Option<&[StepReport]>) -> String {
         if s.is_handler {
             tip.push_str("\nerror handler");
         }
-        let mut detail = s.uses.clone();
+        // Without a run: what shapes the step's execution.
+        let mut flags = Vec::new();
+        if s.condition.is_some() || s.literal_condition.is_some() {
+            flags.push("if …");
+        }
+        if s.for_each.is_some() {
+            flags.push("for each");
+        }
+        if s.is_handler {
+            flags.push("error handler");
+        }
+        let mut detail = flags.join(" · ");
         if let Some(r) = report {
             let _ = write!(
                 tip,
@@ -428,6 +511,42 @@ steps:
         assert!(svg.contains("error: boom"));
         assert!(svg.contains("status: not run"), "steps absent from the run");
         assert!(svg.contains("href=\"#step-d\""));
+    }
+
+    #[test]
+    fn edges_that_skip_layers_go_around_boxes() {
+        let p = plan(
+            r#"
+playbook: long
+on: { event: test }
+steps:
+  - id: a
+    uses: echo
+  - id: b
+    uses: echo
+    needs: a
+  - id: c
+    uses: echo
+    needs: [a, b]
+"#,
+        );
+        let svg = render(&p, None);
+        let paths: Vec<&str> = svg
+            .match_indices("<path class=\"edge\" d=\"")
+            .map(|(i, m)| svg[i + m.len()..].split('"').next().unwrap())
+            .collect();
+        assert_eq!(paths.len(), 3);
+        let long: Vec<&&str> = paths.iter().filter(|d| d.contains(" L ")).collect();
+        assert_eq!(long.len(), 1, "a->c goes out to a lane: {paths:?}");
+        // The lane is beside b's box (one box per row, centred: x from 16 to 226).
+        let lane_x: f64 = long[0]
+            .split(" L ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|x| x.parse().ok())
+            .unwrap();
+        assert!(!(16.0..=226.0).contains(&lane_x), "{lane_x}");
+        assert!(svg.contains("viewBox=\""));
     }
 
     #[test]
