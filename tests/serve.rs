@@ -403,10 +403,9 @@ async fn the_official_sample_batches_and_duplicates() {
         .await;
         assert_eq!(case["state"], "new");
     }
-    let runs = eventually("three pre-processing runs", || async {
-        let v = api(&c, &s, "/api/runs?playbook=iam-preprocess").await;
-        let runs = v["runs"].as_array().cloned().unwrap_or_default();
-        (runs.len() >= 3).then_some(runs)
+    eventually("three pre-processing runs", || async {
+        let v = api(&c, &s, "/api/runs?playbook=iam-preprocess&status=succeeded").await;
+        (v["count"].as_u64() >= Some(3)).then_some(())
     })
     .await;
     // The official sample (a successful login) starts nothing; the three threat events one
@@ -528,8 +527,17 @@ async fn api_needs_the_token_and_patch_fires_the_state_changed_playbook() {
         timeline.contains("dana"),
         "the person is on the timeline: {timeline}"
     );
-    let runs = api(&c, &s, "/api/runs?playbook=iam-state-changed").await;
-    let run_id = runs["runs"][0]["run_id"].as_str().unwrap().to_string();
+    // The run goes on after the assignment (it notifies): wait for its end.
+    let run_id = eventually("the state-changed run to finish", || async {
+        let runs = api(
+            &c,
+            &s,
+            "/api/runs?playbook=iam-state-changed&status=succeeded",
+        )
+        .await;
+        runs["runs"][0]["run_id"].as_str().map(str::to_string)
+    })
+    .await;
     let detail = api(&c, &s, &format!("/api/runs/{run_id}")).await;
     assert_eq!(detail["run"]["status"], "succeeded");
     assert_eq!(detail["run"]["output"]["assignee"], assignee);
@@ -863,8 +871,23 @@ async fn sigterm_drains_and_exits_zero_and_a_restart_remembers() {
     let r = hook(&c, &s, &delivery(events)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-caseflow-duplicates"), "20");
-    let v = api(&c, &s, "/api/cases?limit=100").await;
-    assert!(v["count"].as_u64().unwrap() >= 1, "cases survive: {v}");
+    // Whatever the stop left queued or parked is picked up: every event gets its case,
+    // and its pre-processing run happened once.
+    eventually("a case per event after the restart", || async {
+        let v = api(&c, &s, "/api/cases?limit=100").await;
+        (v["count"] == 20).then_some(())
+    })
+    .await;
+    let runs = eventually("every pre-processing run finished", || async {
+        let v = api(&c, &s, "/api/runs?playbook=iam-preprocess&limit=100").await;
+        let runs = v["runs"].as_array().cloned().unwrap_or_default();
+        let done = runs.len() >= 20 && runs.iter().all(|r| r["status"] == "succeeded");
+        done.then_some(runs)
+    })
+    .await;
+    let keys: std::collections::BTreeSet<_> =
+        runs.iter().map(|r| r["event_key"].to_string()).collect();
+    assert_eq!((runs.len(), keys.len()), (20, 20));
     let (code, stderr) = s.terminate();
     assert_eq!(code, Some(0), "{stderr}");
 }
@@ -1043,7 +1066,7 @@ mod poller {
             .and(path("/api/v1/logs"))
             .and(auth())
             .and(query_param("after", "p3"))
-            .respond_with(page(&[e4.clone()], &base, "p4"))
+            .respond_with(page(std::slice::from_ref(&e4), &base, "p4"))
             .with_priority(1)
             .mount(&okta)
             .await;

@@ -138,7 +138,11 @@ impl Server {
             state.engine.subscribe(),
             stop.clone(),
         ));
-        let worker = tokio::spawn(state.engine.clone().run_worker(worker_stop.clone()));
+        let mut worker = tokio::spawn(state.engine.clone().run_worker(worker_stop.clone()));
+        let worker_outcome = |r: Result<Result<(), crate::Error>, tokio::task::JoinError>| match r {
+            Ok(r) => r.map_err(|e| ServeError::Runtime(format!("worker: {e}"))),
+            Err(e) => Err(ServeError::Runtime(format!("worker task failed: {e}"))),
+        };
         if let Some(poll) = state.config.poll.clone() {
             background.spawn(okta_poll::run(
                 poll,
@@ -156,18 +160,39 @@ impl Server {
         let server = axum::serve(listener, router)
             .with_graceful_shutdown(async move { http_stop.cancelled().await });
         let mut served = tokio::spawn(async move { server.await });
-        let mut finished = false;
+        let mut http_failed = None;
+        let mut served_done = false;
+        let mut worker_done = None;
         tokio::select! {
             _ = stop.cancelled() => {}
-            // The server ends by itself only when accepting fails for good.
             r = &mut served => {
-                finished = true;
+                served_done = true;
+                // The server ends by itself only when accepting fails for good (after a
+                // signal it may finish before this select sees the cancelled token).
+                if !stop.is_cancelled() {
+                    let why = match r {
+                        Ok(Ok(())) => "stopped".to_string(),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    tracing::error!(error = %why, "the http server stopped unexpectedly; shutting down");
+                    http_failed = Some(ServeError::Runtime(format!("http server: {why}")));
+                    stop.cancel();
+                }
+            }
+            // Acknowledging events nobody runs would only grow the inbox: stop, so the
+            // operator (or the supervisor's restart) sees it; the journal resumes the runs.
+            r = &mut worker => {
+                let outcome = worker_outcome(r).and(Err(ServeError::Runtime("the worker stopped".into())));
+                if let Err(e) = &outcome {
+                    tracing::error!(error = %e, "the worker stopped; shutting down");
+                }
+                worker_done = Some(outcome);
                 stop.cancel();
-                tracing::error!(result = ?r.map(|r| r.map_err(|e| e.to_string())), "http server stopped unexpectedly");
             }
         }
         tracing::info!("shutting down: no new connections");
-        if !finished {
+        if !served_done {
             match tokio::time::timeout(grace, &mut served).await {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(e))) => tracing::error!(error = %e, "http server failed"),
@@ -190,15 +215,18 @@ impl Server {
             background.abort_all();
         }
         worker_stop.cancel();
-        let worker_result = match worker.await {
-            Ok(r) => r.map_err(|e| ServeError::Runtime(format!("worker: {e}"))),
-            Err(e) => Err(ServeError::Runtime(format!("worker task failed: {e}"))),
+        let worker_result = match worker_done {
+            Some(r) => r,
+            None => worker_outcome(worker.await),
         };
         let flushed = state
             .store
             .flush()
             .await
             .map_err(|e| ServeError::Runtime(format!("final flush: {e}")));
+        if let Some(e) = http_failed {
+            return Err(e);
+        }
         worker_result?;
         flushed?;
         tracing::info!("stopped");
