@@ -23,6 +23,7 @@ pub mod serve;
 pub mod step;
 pub mod testing;
 pub mod validate;
+pub mod web;
 
 pub use compile::{load_paths, Bundle, Plan};
 pub use error::{Code, Diagnostic, Error};

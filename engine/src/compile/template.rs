@@ -224,6 +224,23 @@ impl Templates {
         Ok(r)
     }
 
+    /// What the playbook's author wrote: the expression of a condition or whole-expression
+    /// value (without braces), the text of any other template. For display (the web
+    /// view's playbooks page), never for rendering.
+    pub fn source(&self, t: &TemplateRef) -> Option<String> {
+        let src = self.env.get_template(&t.name).ok()?.source().to_string();
+        if !t.typed {
+            return Some(src);
+        }
+        let prefix = format!("{{% set {RESULT_VAR} = (");
+        Some(
+            src.strip_prefix(&prefix)
+                .and_then(|s| s.strip_suffix("\n) %}"))
+                .map(|s| s.trim().to_string())
+                .unwrap_or(src),
+        )
+    }
+
     /// Render one template against a context.
     pub fn render(&self, t: &TemplateRef, ctx: &MjValue) -> Result<Value, RenderError> {
         let tmpl = self
@@ -349,6 +366,19 @@ mod tests {
             .render_tree(&n, &ctx(json!({"steps": {"q": {"cases": [1, 2, 3]}}})))
             .unwrap();
         assert_eq!(out, json!(3));
+    }
+
+    #[test]
+    fn sources_are_what_the_author_wrote() {
+        let mut t = Templates::new();
+        let c = t.condition("{{ event.to == 'in_progress' }}").unwrap();
+        assert_eq!(t.source(&c).as_deref(), Some("event.to == 'in_progress'"));
+        let c = t.condition("event.n > 1").unwrap();
+        assert_eq!(t.source(&c).as_deref(), Some("event.n > 1"));
+        let ValueTemplate::Template(v) = t.value("hi {{ event.user }}").unwrap() else {
+            panic!("a template")
+        };
+        assert_eq!(t.source(&v).as_deref(), Some("hi {{ event.user }}"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! | `POST /events/{source}` | Bearer `server.api_token` | [`super::events`] |
 //! | `GET /api/cases`, `GET, PATCH /api/cases/{id}` | Bearer | [`super::api_cases`] |
 //! | `GET /api/runs`, `GET /api/runs/{id}` | Bearer | [`super::api_runs`] |
+//! | `/`, `/cases/*`, `/runs*`, `/playbooks*`, `/login`, `/assets/*` | session cookie | [`crate::web`] (HTML) |
 //!
 //! Every answer that is not a success is `{"error": ...}` JSON, including unknown routes
 //! (404), wrong methods (405), bodies over `server.body_limit` (413) and panics (500,
@@ -41,6 +42,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The listener is on a loopback address (unauthenticated local use is allowed).
     pub loopback: bool,
+    /// The analysts' web view at `/` (same `server.api_token`, by login form).
+    pub web: crate::web::WebState,
 }
 
 impl AppState {
@@ -54,9 +57,13 @@ impl AppState {
             .store
             .clone()
             .ok_or_else(|| ServeError::Config("engine serve needs a case store".into()))?;
+        let token = config.api_token.as_ref().map(|t| t.expose());
+        let web = crate::web::WebState::new(engine.clone(), token)
+            .map_err(|e| ServeError::Runtime(format!("web view: {e}")))?;
         Ok(AppState {
             engine,
             store,
+            web,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
             loopback,
@@ -93,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::handler))
         .merge(api)
         .merge(hooks)
+        .merge(crate::web::router(state.web.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.body_limit))
