@@ -444,3 +444,34 @@ fn a_bad_config_stops_run_before_anything_runs() {
     assert!(err.contains(&config.display().to_string()), "{err}");
     assert!(!data.exists(), "nothing was opened or stored");
 }
+
+#[test]
+fn a_bad_config_stops_serve_before_it_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("caseflow.yaml");
+    std::fs::write(&config, "sla: { high: tomorrow }\n").unwrap();
+    let data = dir.path().join("data");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = engine()
+        .current_dir(repo)
+        .args([
+            "serve",
+            "playbooks/iam.yaml",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("config `sla.high`: `tomorrow` is not a duration"),
+        "{err}"
+    );
+    assert!(!stdout(&o).contains("listening"), "{}", stdout(&o));
+    assert!(!data.exists(), "nothing was opened or stored");
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{bundled_config, load, open_store_with, runtime};
+use super::{bundled_config, check_config, load, open_store_with, runtime};
 use crate::schedule::Engine;
 use crate::serve::{EngineHook, ServeConfig, Server};
 use crate::step::{Registry, Services};
@@ -35,6 +35,9 @@ pub fn run(
     };
     let config_path = args.config.or_else(|| bundled_config(&args.paths));
     let config = crate::config::load(config_path.as_deref()).map_err(|e| e.to_string())?;
+    if let Err(code) = check_config(&registry, &bundle, &config, config_path.as_deref()) {
+        return Ok(code);
+    }
     let serve_config = ServeConfig::from_config(&config).map_err(|e| match &config_path {
         Some(p) => format!("{}: {e}", p.display()),
         None => e.to_string(),
