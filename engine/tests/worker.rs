@@ -429,7 +429,10 @@ fn the_documented_engine_and_store_settings_parse() {
         .find("## Example: going live")
         .and_then(|i| doc[i..].find("```yaml").map(|j| i + j + "```yaml".len()))
         .expect("an example");
-    let end = doc[start..].find("```").map(|j| start + j).expect("its end");
+    let end = doc[start..]
+        .find("```")
+        .map(|j| start + j)
+        .expect("its end");
     let config: Value = engine::load::yaml::from_str(&doc[start..end]).unwrap();
     let store = engine::persist::StoreOptions::from_config(&config).unwrap();
     assert_eq!(store, engine::persist::StoreOptions::default());

@@ -154,14 +154,15 @@ impl Engine {
                 received_at,
             })
             .collect();
+        let keys: Vec<Option<String>> = items.iter().map(|i| i.key.clone()).collect();
         let span = tracing::debug_span!("ingest", %source, events = items.len());
-        let queued = store.enqueue_incoming(&items).instrument(span).await?;
-        let out: Vec<Ingested> = items
+        let queued = store.enqueue_incoming(items).instrument(span).await?;
+        let out: Vec<Ingested> = keys
             .into_iter()
             .zip(queued)
-            .map(|(item, q)| Ingested {
+            .map(|(key, q)| Ingested {
                 seq: q.seq,
-                key: item.key,
+                key,
                 duplicate: q.duplicate,
             })
             .collect();
