@@ -134,7 +134,7 @@ mod tests {
             r.unwrap();
         }
         let n = batches.load(Ordering::SeqCst);
-        assert!(n >= 1 && n < 200, "{n} batches for 200 requests");
+        assert!((1..200).contains(&n), "{n} batches for 200 requests");
     }
 
     #[tokio::test]
