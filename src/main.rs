@@ -1,5 +1,6 @@
 //! The `engine` binary: the engine's CLI with the built-in steps.
 
 fn main() -> std::process::ExitCode {
-    engine::cli::main(caseflow::builtin_registry())
+    // A fresh registry per `engine test` test: no step state leaks between tests.
+    engine::cli::main_with(caseflow::builtin_registry)
 }

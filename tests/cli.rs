@@ -408,3 +408,39 @@ fn store_check_reports_a_consistent_store_and_refuses_a_missing_one() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no store at"));
 }
+
+#[test]
+fn a_bad_config_stops_run_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("caseflow.yaml");
+    std::fs::write(
+        &config,
+        "sla: { high: tomorrow, urgent: 1h }\nteams: { soc: dana@acme.example }\n\
+         okta: { url: 'https://acme.okta.com' }\nnotify: { channels: [pager] }\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = engine()
+        .current_dir(repo)
+        .args(["run", "playbooks/iam.yaml", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    for expected in [
+        "config `sla.high`: `tomorrow` is not a duration",
+        "config `sla.urgent`: unknown severity",
+        "config `teams.soc`: expected a list of people",
+        "unknown channel `pager`",
+        "`okta.url` is set but `okta.token` is not",
+        "4 problem(s) in the config; nothing was run",
+    ] {
+        assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+    }
+    assert!(err.contains(&config.display().to_string()), "{err}");
+    assert!(!data.exists(), "nothing was opened or stored");
+}

@@ -119,11 +119,8 @@ fn the_samples_run_the_whole_chain() {
         .unwrap()
         .contains(&Value::from("vip")));
     assert_eq!(verdict(alice, "203.0.113.45"), "malicious");
-    assert!(alice["observables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|o| o["value"] == "198.51.100.66"));
+    // The second event's IP was added to the open case and enriched there.
+    assert_eq!(verdict(alice, "198.51.100.66"), "malicious");
     let assignee = alice["assignee"].as_str().expect("assigned");
     assert!(
         [
@@ -189,4 +186,73 @@ fn the_official_okta_samples_go_through_the_iam_playbooks() {
             assert_eq!(r["status"], "succeeded", "{}: {r:#}", path.display());
         }
     }
+}
+
+/// An Okta System Log event for `user` from `ip`, as `--event` takes it.
+fn okta_event(uuid: &str, event_type: &str, user: &str, ip: &str) -> Value {
+    serde_json::json!({
+        "uuid": uuid,
+        "published": "2026-11-27T10:00:00.000Z",
+        "eventType": event_type,
+        "displayMessage": "test event",
+        "actor": { "id": "00u1carolexample001", "type": "User", "alternateId": user },
+        "client": { "ipAddress": ip },
+        "outcome": { "result": "FAILURE", "reason": "INVALID_CREDENTIALS" }
+    })
+}
+
+#[test]
+fn a_new_malicious_ip_on_an_open_case_is_enriched_and_escalates_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = tempfile::tempdir().unwrap();
+    let write = |name: &str, v: Value| {
+        let p = events.path().join(name);
+        std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    // First: a non-VIP user from an address no source knows. The case stays new.
+    let first = write(
+        "first.json",
+        okta_event(
+            "u-1",
+            "user.account.lock",
+            "carol@acme.example",
+            "45.33.32.156",
+        ),
+    );
+    let out = run_iam(dir.path(), &["--event", &first]);
+    let carol = case_with(&out, "user", "carol@acme.example");
+    assert_eq!(carol.len(), 1);
+    assert_eq!(carol[0]["state"], "new");
+    assert_eq!(carol[0]["severity"], "medium");
+    let id = carol[0]["id"].clone();
+
+    // Second: the same user from a blocklisted address. Same case, the new IP gets its
+    // verdict, the case is raised and moved to in_progress, and so assigned.
+    let second = write(
+        "second.json",
+        okta_event(
+            "u-2",
+            "user.session.start",
+            "carol@acme.example",
+            "203.0.113.9",
+        ),
+    );
+    let out = run_iam(dir.path(), &["--event", &second]);
+    let carol = case_with(&out, "user", "carol@acme.example");
+    assert_eq!(carol.len(), 1, "{:#?}", out["cases"]);
+    let carol = carol[0];
+    assert_eq!(carol["id"], id, "the open case is updated, not a new one");
+    assert_eq!(verdict(carol, "203.0.113.9"), "malicious");
+    assert_eq!(verdict(carol, "45.33.32.156"), "unknown");
+    assert_eq!(carol["severity"], "high");
+    assert_eq!(carol["state"], "in_progress");
+    assert!(carol["assignee"].is_string(), "{carol:#}");
+    assert!(carol["tags"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("malicious-ip")));
+    let runs = out["runs"].as_array().unwrap();
+    assert!(runs.iter().any(|r| r["playbook"] == "iam-state-changed"));
+    assert!(runs.iter().all(|r| r["status"] == "succeeded"), "{runs:#?}");
 }

@@ -1,11 +1,14 @@
 //! The IAM playbooks with every integration served by real HTTP servers on 127.0.0.1:
-//! the Okta Management API, AbuseIPDB, VirusTotal and GreyNoise.
+//! the Okta Management API, AbuseIPDB, VirusTotal, GreyNoise and a Slack incoming webhook.
 
 use std::path::Path;
 
 use serde_json::{json, Value};
 use wiremock::matchers::{header, method, path, path_regex, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// The secret part of the Slack webhook URL: it must never be printed.
+const SLACK_PATH: &str = "/services/T0001/B0001/slacksecret0001";
 
 fn event(uuid: &str, login: &str, ip: &str) -> Value {
     json!({
@@ -99,6 +102,20 @@ async fn the_chain_against_real_servers() {
         virustotal().await,
         greynoise().await,
     );
+    // Slack: the first post fails with a 503 and is retried; every later one is taken.
+    let slack = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(SLACK_PATH))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&slack)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(SLACK_PATH))
+        .and(header("content-type", "application/json"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&slack)
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let config = json!({
         "okta": {"url": okta.uri(), "token": "${CASEFLOW_TEST_OKTA_TOKEN}", "vip_groups": ["Executives"]},
@@ -108,6 +125,11 @@ async fn the_chain_against_real_servers() {
             "greynoise": {"url": gn.uri()}
         },
         "teams": {"soc": ["dana@acme.example"], "stakeholders": ["ciso@acme.example"]},
+        "notify": {
+            "channels": ["outbox", "slack"],
+            "slack": {"webhook_url": format!("{}{SLACK_PATH}", slack.uri())},
+            "delivery": {"attempts": 3, "backoff": "10ms"}
+        },
         "http": {"allow_hosts": ["127.0.0.1"]}
     });
     let config_path = dir.path().join("caseflow.yaml");
@@ -148,6 +170,7 @@ async fn the_chain_against_real_servers() {
     assert_eq!(out.status.code(), Some(0), "{stderr}\n{stdout}");
     assert!(!stdout.contains("okta-test-token") && !stderr.contains("okta-test-token"));
     assert!(!stdout.contains("abuse-test-key") && !stderr.contains("abuse-test-key"));
+    assert!(!stdout.contains(SLACK_PATH) && !stderr.contains(SLACK_PATH));
     let v: Value = serde_json::from_str(&stdout).unwrap();
     let cases = v["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 2, "{cases:#?}");
@@ -189,4 +212,25 @@ async fn the_chain_against_real_servers() {
         !vt.received_requests().await.unwrap().is_empty(),
         "VirusTotal was asked (and failed)"
     );
+
+    // Slack got the VIP alert and the assignment.
+    let posts: Vec<Value> = slack
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+        .collect();
+    let texts: Vec<&str> = posts.iter().filter_map(|p| p["text"].as_str()).collect();
+    let vip = texts.iter().filter(|t| t.starts_with("*VIP alert")).count();
+    let assigned = texts
+        .iter()
+        .filter(|t| t.contains("assigned to dana@acme.example"))
+        .count();
+    // The VIP alert was posted twice: the 503, then its retry.
+    assert_eq!((vip, assigned), (2, 1), "{texts:#?}");
+    assert_eq!(texts.len(), 3, "{texts:#?}");
+    let notes = v["notifications"].as_array().unwrap();
+    assert!(!notes.is_empty());
+    assert!(!serde_json::to_string(notes).unwrap().contains(SLACK_PATH));
 }

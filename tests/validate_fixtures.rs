@@ -157,9 +157,16 @@ fn every_invalid_fixture_fails_with_its_code_and_snapshot() {
 
 #[test]
 fn every_code_has_an_invalid_fixture() {
+    // Codes of playbook test files have theirs in `tests/fixtures/playbook-tests/invalid`
+    // (`eNNN-*.test.yaml`, see tests/playbook_tests.rs).
+    let dir = Path::new(MANIFEST_DIR).join("tests/fixtures/playbook-tests/invalid");
+    let test_files = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry").path());
     let declared: Vec<Code> = fixtures("invalid")
-        .iter()
-        .map(|f| declared_code(&stem(f)))
+        .into_iter()
+        .chain(test_files)
+        .map(|f| declared_code(&stem(&f)))
         .collect();
     for code in Code::ALL {
         assert!(declared.contains(code), "no invalid fixture for {code}");

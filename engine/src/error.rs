@@ -55,6 +55,14 @@ pub enum Code {
     UnknownVariable,
     /// E050: the trigger names an unknown case event.
     UnknownEvent,
+    /// E060: a playbook test names a playbook that is not loaded.
+    TestUnknownPlaybook,
+    /// E061: a playbook test names a step (or step type) no loaded playbook has.
+    TestUnknownStep,
+    /// E062: an event of a playbook test cannot be read.
+    TestEvent,
+    /// E063: two tests in one file share a name.
+    TestDuplicateName,
 }
 
 impl Code {
@@ -81,6 +89,10 @@ impl Code {
         Code::TemplateSyntax,
         Code::UnknownVariable,
         Code::UnknownEvent,
+        Code::TestUnknownPlaybook,
+        Code::TestUnknownStep,
+        Code::TestEvent,
+        Code::TestDuplicateName,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -107,6 +119,10 @@ impl Code {
             Code::TemplateSyntax => "E040",
             Code::UnknownVariable => "E041",
             Code::UnknownEvent => "E050",
+            Code::TestUnknownPlaybook => "E060",
+            Code::TestUnknownStep => "E061",
+            Code::TestEvent => "E062",
+            Code::TestDuplicateName => "E063",
         }
     }
 }
@@ -135,6 +151,8 @@ pub struct Diagnostic {
     pub width: usize,
     pub playbook: Option<String>,
     pub step: Option<String>,
+    /// The test a problem of a playbook test file is in.
+    pub test: Option<String>,
     pub help: Option<String>,
     /// The source line the position points into, for the snippet.
     pub line_text: Option<String>,
@@ -150,6 +168,7 @@ impl Diagnostic {
             width: 1,
             playbook: None,
             step: None,
+            test: None,
             help: None,
             line_text: None,
         }
@@ -174,6 +193,9 @@ impl Diagnostic {
             (Some(p), Some(st)) => s.push_str(&format!(" (playbook `{p}`, step `{st}`)")),
             (Some(p), None) => s.push_str(&format!(" (playbook `{p}`)")),
             _ => {}
+        }
+        if let Some(t) = &self.test {
+            s.push_str(&format!(" (test `{t}`)"));
         }
         s
     }

@@ -5,7 +5,8 @@
 //! [`compile`] turns them into [`compile::Plan`]s (templates compiled once, a petgraph DAG),
 //! [`schedule`] matches events to playbooks and runs plans, and [`persist`] keeps cases and
 //! run state. Steps plug in through [`step::Step`] and a [`step::Registry`]; the engine
-//! knows nothing of Okta or IP intelligence.
+//! knows nothing of Okta or IP intelligence. [`testing`] runs playbook tests
+//! (`*.test.yaml`, `engine test`) against all of it with an in-memory store.
 
 pub mod cases;
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod report;
 pub mod schedule;
 pub mod schema;
 pub mod step;
+pub mod testing;
 pub mod validate;
 
 pub use compile::{load_paths, Bundle, Plan};

@@ -98,6 +98,8 @@ pub struct Outbox {
     dir: Option<PathBuf>,
     sent: Mutex<Vec<Notification>>,
     state: Mutex<State>,
+    /// The `console` channel records without printing (`engine test` reads [`Outbox::sent`]).
+    quiet: bool,
 }
 
 const NOTIFICATIONS: &str = "notifications.jsonl";
@@ -177,6 +179,18 @@ impl Outbox {
             dir: Some(dir.to_path_buf()),
             ..Outbox::default()
         }
+    }
+
+    /// The `console` channel is delivered by recording only, not printed: for `engine test`,
+    /// whose output is the test report.
+    pub fn quiet(mut self) -> Self {
+        self.quiet = true;
+        self
+    }
+
+    /// Whether the `console` channel prints to the terminal.
+    pub fn prints_console(&self) -> bool {
+        !self.quiet
     }
 
     fn file(&self, name: &str) -> Option<PathBuf> {

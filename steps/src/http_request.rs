@@ -116,6 +116,12 @@ impl TypedStep for HttpRequest {
         })
     }
 
+    fn check_config(&self, config: &Value) -> Result<(), String> {
+        crate::net::ClientConfig::from_config(config)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     async fn run(&self, input: Input, ctx: &StepContext) -> Result<Output, StepError> {
         let mut url = Url::parse(input.url.trim()).map_err(|e| {
             StepError::invalid_input(format!("invalid input `url`: `{}`: {e}", input.url))

@@ -114,3 +114,33 @@ async fn an_explicit_assignee_needs_no_team() {
     );
     assert_eq!(h.case(&id).await["assignee"], "z@x");
 }
+
+#[tokio::test]
+async fn least_loaded_counts_open_cases_only() {
+    let h = Harness::new(teams());
+    let mut ids = Vec::new();
+    for who in ["a@x", "a@x", "b@x"] {
+        let id = h.create(json!({"title": "t"})).await;
+        assert_eq!(assign(&h, json!({"case": id, "assignee": who})).await, who);
+        ids.push(id);
+    }
+    let least = json!({"team": "soc", "strategy": "least_loaded"});
+    let with = |id: &str| {
+        let mut w = least.clone();
+        w["case"] = json!(id);
+        w
+    };
+    // a has 2, b has 1, c has none.
+    let id = h.create(json!({"title": "t"})).await;
+    assert_eq!(assign(&h, with(&id)).await, "c@x");
+    // Resolving both of a's cases leaves a with no open case: a is next.
+    for id in &ids[..2] {
+        h.ok(
+            "cases.set_state",
+            json!({"case": id, "state": "resolved", "reason": "done"}),
+        )
+        .await;
+    }
+    let id = h.create(json!({"title": "t"})).await;
+    assert_eq!(assign(&h, with(&id)).await, "a@x");
+}

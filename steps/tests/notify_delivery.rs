@@ -85,7 +85,7 @@ async fn unknown_or_unconfigured_channels_fail_before_anything_is_queued() {
     assert_eq!(e.kind, ErrorKind::Permanent);
     for needle in [
         "needs config `notify.slack.webhook_url`",
-        "SMTP delivery is not built yet",
+        "channel `email` needs config `notify.smtp`",
         "unknown channel `pager`",
     ] {
         assert!(e.message.contains(needle), "{needle}: {}", e.message);

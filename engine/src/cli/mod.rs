@@ -1,9 +1,10 @@
 //! The `engine` command line. The binary's `main` builds a registry and calls [`main`].
 
 mod cases;
-mod events;
+pub(crate) mod events;
 mod graph;
 mod output;
+mod test;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -53,6 +54,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run playbook tests (`*.test.yaml`): events in, runs, cases and notifications checked.
+    Test(test::TestArgs),
     /// Check playbooks without running them.
     Validate {
         #[arg(required = true)]
@@ -160,7 +163,16 @@ enum GraphFormat {
 }
 
 /// Parse the process arguments and run the command.
+///
+/// `engine test` then shares this one registry between tests, so a step type that keeps
+/// state (a cache) carries it from one test to the next; [`main_with`] avoids that.
 pub fn main(registry: Registry) -> ExitCode {
+    main_with(move || registry.clone())
+}
+
+/// Like [`main`], with a function that builds a fresh registry: `engine test` gives each
+/// test its own, so no step state leaks between tests.
+pub fn main_with(make_registry: impl Fn() -> Registry) -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -168,14 +180,45 @@ pub fn main(registry: Registry) -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    init_tracing();
-    match run(cli, registry) {
+    // Tests fail steps on purpose; their report says what matters.
+    init_tracing(if matches!(cli.command, Command::Test(_)) {
+        "error"
+    } else {
+        "warn"
+    });
+    let result = match cli.command {
+        Command::Test(args) => test::run(args, &make_registry),
+        command => run(Cli { command }, make_registry()),
+    };
+    match result {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("error: {msg}");
             ExitCode::from(1)
         }
     }
+}
+
+/// Every problem the bundle's step types find in the config, printed; exit 1 if any.
+fn check_config(
+    registry: &Registry,
+    bundle: &crate::compile::Bundle,
+    config: &serde_json::Value,
+    path: Option<&std::path::Path>,
+) -> Result<(), ExitCode> {
+    let problems = registry.check_config(bundle.step_types(), config);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let file = path.map_or_else(|| "config".to_string(), |p| p.display().to_string());
+    for (step, message) in &problems {
+        eprintln!("error: {file}: {message} (read by step type `{step}`)");
+    }
+    eprintln!(
+        "{} problem(s) in the config; nothing was run",
+        problems.len()
+    );
+    Err(ExitCode::from(1))
 }
 
 /// Without `--config`, the playbooks' own offline config: `data/config.yaml` beside the
@@ -243,9 +286,9 @@ fn sla_sweep(
     Ok(())
 }
 
-fn init_tracing() {
+fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CASEFLOW_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -254,7 +297,7 @@ fn init_tracing() {
         .try_init();
 }
 
-fn print_diagnostics(diags: &[Diagnostic]) {
+pub(crate) fn print_diagnostics(diags: &[Diagnostic]) {
     let mut err = std::io::stderr().lock();
     for d in diags {
         let _ = write!(err, "{d}");
@@ -279,6 +322,7 @@ fn load(paths: &[PathBuf], registry: &Registry) -> Result<Bundle, ExitCode> {
 
 fn run(cli: Cli, registry: Registry) -> Result<ExitCode, String> {
     match cli.command {
+        Command::Test(args) => test::run(args, &|| registry.clone()),
         Command::Validate { paths } => {
             let bundle = match load(&paths, &registry) {
                 Ok(b) => b,
@@ -374,7 +418,11 @@ fn run(cli: Cli, registry: Registry) -> Result<ExitCode, String> {
                 Err(code) => return Ok(code),
             };
             let config = config.or_else(|| bundled_config(&paths));
-            let config = crate::config::load(config.as_deref()).map_err(|e| e.to_string())?;
+            let config_path = config;
+            let config = crate::config::load(config_path.as_deref()).map_err(|e| e.to_string())?;
+            if let Err(code) = check_config(&registry, &bundle, &config, config_path.as_deref()) {
+                return Ok(code);
+            }
             let events = if event.is_empty() {
                 events::samples(&paths)?
             } else {

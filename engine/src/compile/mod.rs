@@ -38,6 +38,14 @@ impl Bundle {
     pub fn get(&self, name: &str) -> Option<&Arc<Plan>> {
         self.playbooks.iter().find(|p| p.name == name)
     }
+
+    /// Every step type the playbooks use, once, sorted.
+    pub fn step_types(&self) -> std::collections::BTreeSet<&str> {
+        self.playbooks
+            .iter()
+            .flat_map(|p| p.steps.iter().map(|s| s.uses.as_str()))
+            .collect()
+    }
 }
 
 /// One compiled playbook.

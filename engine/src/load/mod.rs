@@ -83,6 +83,16 @@ fn io_diag(path: &Path, e: &std::io::Error) -> Diagnostic {
 
 /// Read and parse one file. Problems come back as diagnostics, never as a panic.
 pub fn read_file(path: &Path) -> Result<SourceFile, Diagnostic> {
+    parse_source(path, read_bytes(path)?)
+}
+
+/// Read and parse a YAML file that is not a playbook (a playbook test file): the same
+/// limits and diagnostics, but an empty file is the caller's to judge.
+pub fn read_yaml(path: &Path) -> Result<SourceFile, Diagnostic> {
+    parse_yaml(path, read_bytes(path)?)
+}
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>, Diagnostic> {
     use std::io::Read;
     // Read one byte past the limit, so a huge (or endless) file costs no more than that.
     let limit = yaml::MAX_FILE_BYTES as u64 + 1;
@@ -90,11 +100,26 @@ pub fn read_file(path: &Path) -> Result<SourceFile, Diagnostic> {
     std::fs::File::open(path)
         .and_then(|f| f.take(limit).read_to_end(&mut bytes))
         .map_err(|e| io_diag(path, &e))?;
-    parse_source(path, bytes)
+    Ok(bytes)
 }
 
 /// Parse a file's bytes (also used for playbooks that do not come from disk).
 pub fn parse_source(path: &Path, bytes: Vec<u8>) -> Result<SourceFile, Diagnostic> {
+    let file = parse_yaml(path, bytes)?;
+    if file.documents.is_empty() {
+        return Err(Diagnostic::new(
+            Code::Empty,
+            path,
+            Pos { line: 1, col: 1 },
+            "file holds no playbook",
+        )
+        .with_help("a playbook needs at least `playbook`, `on` and `steps`"));
+    }
+    Ok(file)
+}
+
+/// Size, UTF-8 and YAML checks; the documents that are not empty.
+fn parse_yaml(path: &Path, bytes: Vec<u8>) -> Result<SourceFile, Diagnostic> {
     if bytes.len() > yaml::MAX_FILE_BYTES {
         return Err(Diagnostic::new(
             Code::TooComplex,
@@ -154,15 +179,6 @@ pub fn parse_source(path: &Path, bytes: Vec<u8>) -> Result<SourceFile, Diagnosti
         .into_iter()
         .filter(|d| !d.value.is_null())
         .collect();
-    if documents.is_empty() {
-        return Err(Diagnostic::new(
-            Code::Empty,
-            path,
-            Pos { line: 1, col: 1 },
-            "file holds no playbook",
-        )
-        .with_help("a playbook needs at least `playbook`, `on` and `steps`"));
-    }
     Ok(SourceFile {
         path: path.to_path_buf(),
         text,

@@ -188,6 +188,9 @@ pub struct SledStore {
     witnessed: Mutex<Instant>,
 }
 
+/// How long opening waits for a data dir locked by a handle that is going away.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl SledStore {
     /// Opens (or creates) the store in `dir` with [`Durability::Strict`].
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
@@ -219,8 +222,23 @@ impl SledStore {
             .flush_every_ms((options.flush_every_ms > 0).then_some(options.flush_every_ms));
         // sled 0.34 can panic on some damaged files; a store that cannot be opened must
         // be an error people can act on, not a crash.
-        let db =
+        // The data dir is locked per process; a handle of this process that was just
+        // dropped (or a process that is still exiting) lets go of the lock a moment later,
+        // so a locked dir is tried again for a short while before it is an error.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let opened = loop {
             match catch_unwind(AssertUnwindSafe(|| config.open())) {
+                Ok(Err(sled::Error::Io(e)))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other,
+            }
+        };
+        let db =
+            match opened {
                 Ok(Ok(db)) => db,
                 Ok(Err(e)) => return Err(sled_error(&path, e)),
                 Err(_) => return Err(StoreError::Corrupt {

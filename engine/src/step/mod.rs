@@ -87,6 +87,12 @@ pub struct StepSpec {
 pub trait Step: Send + Sync + 'static {
     fn spec(&self) -> StepSpec;
     async fn run(&self, input: Value, ctx: &StepContext) -> Result<Value, StepError>;
+    /// Checks the parts of the config file this step type reads, before anything runs, so a
+    /// bad value stops start-up with a clear message instead of failing (or being ignored)
+    /// in the middle of a run. The message names the config key; it never shows a secret.
+    fn check_config(&self, _config: &Value) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A step with a typed input and output; implements [`Step`] for you.
@@ -101,10 +107,18 @@ pub trait TypedStep: Send + Sync + 'static {
     /// A valid `with:` block.
     fn example(&self) -> Value;
     async fn run(&self, input: Self::Input, ctx: &StepContext) -> Result<Self::Output, StepError>;
+    /// See [`Step::check_config`].
+    fn check_config(&self, _config: &Value) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl<T: TypedStep> Step for T {
+    fn check_config(&self, config: &Value) -> Result<(), String> {
+        TypedStep::check_config(self, config)
+    }
+
     fn spec(&self) -> StepSpec {
         StepSpec {
             name: T::NAME.to_string(),
@@ -169,6 +183,28 @@ impl Registry {
 
     pub fn specs(&self) -> impl Iterator<Item = &StepSpec> {
         self.steps.values().map(|s| s.spec.as_ref())
+    }
+
+    /// [`Step::check_config`] of each named step type (the ones a bundle uses), with each
+    /// distinct problem once, as `(step type, message)`.
+    pub fn check_config<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+        config: &Value,
+    ) -> Vec<(String, String)> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut problems = Vec::new();
+        for name in names {
+            let Some(s) = self.steps.get(name) else {
+                continue;
+            };
+            if let Err(m) = s.step.check_config(config) {
+                if seen.insert(m.clone()) {
+                    problems.push((name.to_string(), m));
+                }
+            }
+        }
+        problems
     }
 }
 

@@ -157,7 +157,7 @@ pub fn valid_step_id(id: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn kind_of(v: &Value) -> &'static str {
+pub(crate) fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "nothing",
         Value::Bool(_) => "a boolean",
@@ -168,7 +168,7 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-fn check_keys(
+pub(crate) fn check_keys(
     r: &mut Reporter<'_>,
     obj: &Map<String, Value>,
     path: &Path,
@@ -207,7 +207,7 @@ fn check_keys(
     }
 }
 
-fn list(names: &[&str]) -> String {
+pub(crate) fn list(names: &[&str]) -> String {
     names
         .iter()
         .map(|n| format!("`{n}`"))
@@ -216,7 +216,7 @@ fn list(names: &[&str]) -> String {
 }
 
 /// Deserialize one optional field, reporting a type error at its value.
-fn field<T: DeserializeOwned>(
+pub(crate) fn field<T: DeserializeOwned>(
     r: &mut Reporter<'_>,
     obj: &Map<String, Value>,
     path: &Path,
@@ -239,7 +239,7 @@ fn field<T: DeserializeOwned>(
 }
 
 /// serde's messages name Rust types; say what the YAML held instead.
-fn clean_serde(msg: &str, v: &Value) -> String {
+pub(crate) fn clean_serde(msg: &str, v: &Value) -> String {
     if msg.starts_with("data did not match any variant") || msg.starts_with("invalid type") {
         format!("unexpected {}", kind_of(v))
     } else {

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use engine::cases::CaseChange;
+use engine::persist::CaseQuery;
 use engine::{StepContext, StepError, TypedStep};
 use rand::seq::SliceRandom;
 use schemars::JsonSchema;
@@ -18,6 +19,9 @@ pub enum Strategy {
     Random,
     /// Members in turn, by case number.
     RoundRobin,
+    /// The member with the fewest open cases (`new`, `in_progress`, `on_hold`); a tie is
+    /// broken at random (seeded like `random`).
+    LeastLoaded,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -30,6 +34,8 @@ pub struct Input {
     /// Choose from this team of config `teams` (default `soc`).
     #[serde(default)]
     pub team: Option<String>,
+    /// How to choose from the team: `random` (default, seeded per run), `round_robin` (by
+    /// case number) or `least_loaded` (fewest open cases).
     #[serde(default)]
     pub strategy: Strategy,
     /// Do not choose the current assignee (default true).
@@ -56,11 +62,15 @@ impl TypedStep for Assign {
     const NAME: &'static str = "cases.assign";
 
     fn description(&self) -> &'static str {
-        "Assign a case to a person, or to an eligible member of a team from config `teams` (random or round_robin)."
+        "Assign a case to a person, or to an eligible member of a team from config `teams` (random, round_robin or least_loaded)."
     }
 
     fn example(&self) -> Value {
         json!({"case": "{{ case.id }}", "team": "soc", "strategy": "random"})
+    }
+
+    fn check_config(&self, config: &Value) -> Result<(), String> {
+        super::check_teams(config)
     }
 
     async fn run(&self, input: Input, ctx: &StepContext) -> Result<Output, StepError> {
@@ -68,18 +78,7 @@ impl TypedStep for Assign {
             Some(a) => a,
             None => {
                 let team = input.team.as_deref().unwrap_or("soc");
-                let members: Vec<String> = ctx
-                    .config()
-                    .get("teams")
-                    .and_then(|t| t.get(team))
-                    .and_then(Value::as_array)
-                    .map(|m| {
-                        m.iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_string)
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let members = super::team_members(ctx.config(), team);
                 let id = parse_id(&input.case)?;
                 let current = ctx
                     .store()?
@@ -100,6 +99,25 @@ impl TypedStep for Assign {
                 let chosen = match input.strategy {
                     Strategy::Random => eligible.choose(&mut ctx.rng()).copied(),
                     Strategy::RoundRobin => eligible.get((id.0 as usize) % eligible.len()).copied(),
+                    Strategy::LeastLoaded => {
+                        let store = ctx.store()?;
+                        let mut loads = Vec::with_capacity(eligible.len());
+                        for m in &eligible {
+                            let q = CaseQuery {
+                                assignee: Some((*m).clone()),
+                                ..CaseQuery::open()
+                            };
+                            loads.push(store.count(&q).await.map_err(store_error)?);
+                        }
+                        let least = loads.iter().copied().min().unwrap_or(0);
+                        let tied: Vec<&String> = eligible
+                            .iter()
+                            .zip(&loads)
+                            .filter(|(_, l)| **l == least)
+                            .map(|(m, _)| *m)
+                            .collect();
+                        tied.choose(&mut ctx.rng()).copied()
+                    }
                 };
                 chosen.cloned().unwrap_or_default()
             }

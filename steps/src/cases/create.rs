@@ -52,10 +52,14 @@ impl TypedStep for Create {
         })
     }
 
+    fn check_config(&self, config: &Value) -> Result<(), String> {
+        super::check_sla(config)
+    }
+
     async fn run(&self, input: Input, ctx: &StepContext) -> Result<CaseOutput, StepError> {
         let severity = input.severity.unwrap_or(Severity::Medium);
         let meta = ctx.write_meta();
-        let sla = super::sla_for(ctx.config(), severity);
+        let sla = super::sla_for(ctx.config(), severity).map_err(StepError::permanent)?;
         let new = NewCase {
             title: input.title,
             description: input.description,

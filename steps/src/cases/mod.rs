@@ -2,6 +2,7 @@
 //! helpers here turn inputs into store calls and store errors into step errors.
 
 pub mod assign;
+pub mod config;
 pub mod create;
 pub mod query;
 pub mod set_severity;
@@ -9,13 +10,13 @@ pub mod set_sla;
 pub mod set_state;
 pub mod update;
 
-use std::time::Duration;
-
 use engine::cases::{
     Case, CaseChange, CaseId, NewObservable, ObservableType, Severity, Timestamp, Verdict,
 };
 use engine::persist::{StoreError, WriteOutcome};
 use engine::{StepContext, StepError};
+
+pub use config::{check_sla, check_teams, sla_for, team_members};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -100,37 +101,22 @@ pub async fn change(
         .map_err(store_error)
 }
 
-/// The SLA for a severity from config `sla` (defaults: critical 4h, high 24h, medium 72h,
-/// low 7d; informational has none).
-pub fn sla_for(config: &Value, severity: Severity) -> Option<Duration> {
-    let name = severity.as_str();
-    if let Some(s) = config
-        .get("sla")
-        .and_then(|s| s.get(name))
-        .and_then(Value::as_str)
-    {
-        return humantime::parse_duration(s).ok();
-    }
-    let hours = match severity {
-        Severity::Critical => 4,
-        Severity::High => 24,
-        Severity::Medium => 72,
-        Severity::Low => 7 * 24,
-        Severity::Informational => return None,
-    };
-    Some(Duration::from_secs(hours * 3600))
-}
-
 /// `created_at + d`.
-pub fn due(from: Timestamp, d: Duration) -> Timestamp {
+pub fn due(from: Timestamp, d: std::time::Duration) -> Timestamp {
     from.add_millis(d.as_millis().min(i64::MAX as u128) as i64)
 }
 
-/// A `SetSla` change following the severity policy.
-pub fn severity_sla(config: &Value, case: &Case, severity: Severity) -> Option<CaseChange> {
-    let d = sla_for(config, severity)?;
-    Some(CaseChange::SetSla {
+/// A `SetSla` change following the severity policy (`None` for a severity without one).
+pub fn severity_sla(
+    config: &Value,
+    case: &Case,
+    severity: Severity,
+) -> Result<Option<CaseChange>, StepError> {
+    let Some(d) = sla_for(config, severity).map_err(StepError::permanent)? else {
+        return Ok(None);
+    };
+    Ok(Some(CaseChange::SetSla {
         policy: Some(format!("severity:{}", severity.as_str())),
         due_at: Some(due(case.created_at, d)),
-    })
+    }))
 }

@@ -39,6 +39,10 @@ impl TypedStep for SetSeverity {
         json!({"case": "{{ steps.create.case.id }}", "severity": "high", "raise_only": true, "reason": "VIP user"})
     }
 
+    fn check_config(&self, config: &Value) -> Result<(), String> {
+        super::check_sla(config)
+    }
+
     async fn run(&self, input: Input, ctx: &StepContext) -> Result<CaseOutput, StepError> {
         let case = super::load(ctx, &input.case).await?;
         if input.raise_only && case.severity >= input.severity {
@@ -54,7 +58,7 @@ impl TypedStep for SetSeverity {
             .as_deref()
             .is_none_or(|p| p.starts_with("severity:"));
         if follows_policy {
-            changes.extend(super::severity_sla(ctx.config(), &case, input.severity));
+            changes.extend(super::severity_sla(ctx.config(), &case, input.severity)?);
         }
         if let Some(r) = input.reason.filter(|r| !r.trim().is_empty()) {
             changes.push(CaseChange::AddComment(r));

@@ -38,6 +38,10 @@ impl TypedStep for SetSla {
         json!({"case": "{{ steps.create.case.id }}", "duration": "4h"})
     }
 
+    fn check_config(&self, config: &Value) -> Result<(), String> {
+        super::check_sla(config)
+    }
+
     async fn run(&self, input: Input, ctx: &StepContext) -> Result<CaseOutput, StepError> {
         let case = super::load(ctx, &input.case).await?;
         let change_ = match (input.duration.as_deref(), input.policy.as_deref()) {
@@ -49,7 +53,7 @@ impl TypedStep for SetSla {
                     due_at: Some(due(case.created_at, dur)),
                 }
             }
-            (None, Some("severity")) => super::severity_sla(ctx.config(), &case, case.severity)
+            (None, Some("severity")) => super::severity_sla(ctx.config(), &case, case.severity)?
                 .ok_or_else(|| {
                     StepError::permanent(format!(
                         "no SLA policy for severity `{}`",

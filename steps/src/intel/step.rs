@@ -150,6 +150,15 @@ impl TypedStep for EnrichIp {
         json!({ "ips": ["{{ event.client.ipAddress }}", "203.0.113.7"] })
     }
 
+    fn check_config(&self, config: &Value) -> Result<(), String> {
+        IntelConfig::from_config(config)
+            .map(|_| ())
+            .map_err(|e| format!("config `intel`: {e}"))?;
+        crate::net::ClientConfig::from_config(config)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     async fn run(&self, input: Input, ctx: &StepContext) -> Result<Output, StepError> {
         let ips = parse_ips(&input.ips)?;
         let enricher = self.enricher(ctx).await?;

@@ -8,6 +8,14 @@
 //!   webhook:
 //!     url: "${NOTIFY_WEBHOOK_URL}"         # a secret too (tokens travel in URLs)
 //!     headers: { Authorization: "Bearer ${NOTIFY_WEBHOOK_TOKEN}" }
+//!   smtp:                                  # channel `email`
+//!     host: smtp.acme.example
+//!     port: 587                            # default: 587 starttls, 465 tls, 25 none
+//!     tls: starttls                        # starttls (default) | tls | none
+//!     username: caseflow
+//!     password: "${SMTP_PASSWORD}"         # a secret
+//!     from: "Caseflow <caseflow@acme.example>"
+//!     timeout: 30s
 //!   delivery:
 //!     attempts: 3          # requests per channel per pass (5xx, 429, network errors)
 //!     backoff: 1s          # wait after the first failed request, doubling
@@ -25,7 +33,7 @@ use crate::net::Secret;
 /// Channels handled in the process, when the step runs.
 pub const LOCAL_CHANNELS: &[&str] = &["console", "outbox"];
 /// Channels delivered over the network, from the outbox, with retries.
-pub const NETWORK_CHANNELS: &[&str] = &["slack", "webhook"];
+pub const NETWORK_CHANNELS: &[&str] = &["slack", "webhook", "email"];
 
 /// Whether a channel is delivered over the network (and so tracked in the outbox).
 pub fn is_network(channel: &str) -> bool {
@@ -42,6 +50,9 @@ pub struct NotifyConfig {
     pub slack: Option<SlackConfig>,
     #[serde(default)]
     pub webhook: Option<WebhookConfig>,
+    /// The SMTP server of channel `email`.
+    #[serde(default)]
+    pub smtp: Option<super::email::SmtpConfig>,
     #[serde(default)]
     pub delivery: DeliveryConfig,
 }
@@ -137,6 +148,9 @@ impl NotifyConfig {
                 }
             }
         }
+        if let Some(smtp) = &cfg.smtp {
+            problems.extend(smtp.problems());
+        }
         if problems.is_empty() {
             Ok(cfg)
         } else {
@@ -159,12 +173,10 @@ impl NotifyConfig {
             "slack" => Err("channel `slack` needs config `notify.slack.webhook_url`".into()),
             "webhook" if self.webhook.is_some() => Ok(()),
             "webhook" => Err("channel `webhook` needs config `notify.webhook.url`".into()),
-            "email" => Err(
-                "channel `email` is not available: SMTP delivery is not built yet (use `webhook` to reach a mail relay)"
-                    .into(),
-            ),
+            "email" if self.smtp.is_some() => Ok(()),
+            "email" => Err("channel `email` needs config `notify.smtp`".into()),
             other => Err(format!(
-                "unknown channel `{other}` (channels: console, outbox, slack, webhook)"
+                "unknown channel `{other}` (channels: console, outbox, slack, webhook, email)"
             )),
         }
     }

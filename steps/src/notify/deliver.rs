@@ -1,4 +1,4 @@
-//! Delivery of outbox notifications to the network channels (Slack, webhook).
+//! Delivery of outbox notifications to the network channels (Slack, webhook, e-mail).
 //!
 //! One [`Deliverer::deliver`] call is a *pass* over one notification on one channel: up to
 //! `notify.delivery.attempts` requests, waiting `backoff` (doubling) after a 5xx or network
@@ -196,6 +196,16 @@ impl Deliverer {
 
     /// One request.
     async fn send(&self, n: &Notification, channel: &str) -> Attempt {
+        if channel == "email" {
+            let Some(smtp) = &self.config.smtp else {
+                return not_configured("email", "notify.smtp");
+            };
+            return match super::email::send(smtp, n).await {
+                super::email::Sent::Delivered => Attempt::Delivered,
+                super::email::Sent::Retry(error) => Attempt::Retry { error, wait: None },
+                super::email::Sent::Reject(error) => Attempt::Reject(error),
+            };
+        }
         let (url, body, headers, idempotent): (&Secret, Value, Vec<(&str, &Secret)>, bool) =
             match channel {
                 "slack" => match &self.config.slack {

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod deliver;
+pub mod email;
 pub mod step;
 
 pub use config::NotifyConfig;

@@ -102,6 +102,15 @@ impl TypedStep for Notify {
         })
     }
 
+    fn check_config(&self, config: &Value) -> Result<(), String> {
+        super::config::NotifyConfig::from_config(config)
+            .map(|_| ())
+            .map_err(|e| e.to_string())?;
+        crate::net::ClientConfig::from_config(config)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     async fn run(&self, input: Input, ctx: &StepContext) -> Result<Output, StepError> {
         let config = NotifyConfig::from_config(ctx.config())
             .map_err(|e| StepError::permanent(format!("config: {e}")))?;
@@ -155,7 +164,7 @@ impl TypedStep for Notify {
         let mut delivered = BTreeMap::new();
         let mut errors = BTreeMap::new();
         if channels.iter().any(|c| c == "console") {
-            if queued {
+            if queued && outbox.prints_console() {
                 eprintln!("{}", console_line(&n));
             }
             delivered.insert("console".to_string(), true);

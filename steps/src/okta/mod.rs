@@ -65,6 +65,26 @@ impl OktaConfig {
     }
 }
 
+/// Config `okta` as the Okta steps read it: the section's shape, the rate-limit wait, and a
+/// URL that parses (with a token) when the real API is used.
+fn check_config(config: &Value) -> Result<(), String> {
+    let c = OktaConfig::from_config(config).map_err(|e| e.to_string())?;
+    c.max_wait().map_err(|e| e.to_string())?;
+    if let Some(url) = c.url.as_deref().filter(|u| !u.trim().is_empty()) {
+        let parsed = url::Url::parse(url.trim())
+            .map_err(|e| format!("invalid config `okta.url`: `{url}`: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(format!(
+                "invalid config `okta.url`: `{url}` is not an http(s) URL"
+            ));
+        }
+        if c.token.is_none() {
+            return Err("config `okta.url` is set but `okta.token` is not (an API token, sent as `SSWS <token>`)".into());
+        }
+    }
+    Ok(())
+}
+
 /// Where the steps get their answers.
 enum Backend {
     Api(api::OktaApi),
@@ -156,6 +176,10 @@ impl TypedStep for UserGroups {
         json!({ "user": "{{ event.actor.alternateId }}" })
     }
 
+    fn check_config(&self, config: &Value) -> Result<(), String> {
+        check_config(config)
+    }
+
     async fn run(
         &self,
         input: UserInput,
@@ -213,6 +237,10 @@ impl TypedStep for SuspendUser {
         json!({ "user": "{{ event.actor.id }}" })
     }
 
+    fn check_config(&self, config: &Value) -> Result<(), String> {
+        check_config(config)
+    }
+
     async fn run(&self, input: UserInput, ctx: &StepContext) -> Result<ActionOutput, StepError> {
         let user = check_user(&input.user)?;
         let (backend, _) = backend(ctx)?;
@@ -258,6 +286,10 @@ impl TypedStep for ClearSessions {
 
     fn example(&self) -> Value {
         json!({ "user": "{{ event.actor.id }}", "oauth_tokens": true })
+    }
+
+    fn check_config(&self, config: &Value) -> Result<(), String> {
+        check_config(config)
     }
 
     async fn run(
