@@ -15,3 +15,9 @@ pub fn builtin_registry() -> engine::Registry {
     steps::register_builtin(&mut r);
     r
 }
+
+/// What `engine serve` plugs into its engine from the steps crate: the notification
+/// outbox retry (a tick hook of the worker).
+pub fn serve_hooks() -> Vec<engine::serve::EngineHook> {
+    vec![std::sync::Arc::new(steps::notify::register_retry)]
+}

@@ -19,6 +19,7 @@ pub mod persist;
 pub mod report;
 pub mod schedule;
 pub mod schema;
+pub mod serve;
 pub mod step;
 pub mod testing;
 pub mod validate;

@@ -4,6 +4,7 @@ mod cases;
 pub(crate) mod events;
 mod graph;
 mod output;
+mod serve;
 mod test;
 
 use std::io::Write;
@@ -56,6 +57,24 @@ enum Command {
     },
     /// Run playbook tests (`*.test.yaml`): events in, runs, cases and notifications checked.
     Test(test::TestArgs),
+    /// Serve HTTP: Okta event hooks, other event sources, the cases and runs API, metrics.
+    Serve {
+        /// Playbook files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Where state is kept.
+        #[arg(long, default_value = ".caseflow")]
+        data_dir: PathBuf,
+        /// Configuration file (YAML); default `data/config.yaml` beside the playbooks.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Seed for step randomness (assignment), for reproducible runs.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Check playbooks without running them.
     Validate {
         #[arg(required = true)]
@@ -167,12 +186,17 @@ enum GraphFormat {
 /// `engine test` then shares this one registry between tests, so a step type that keeps
 /// state (a cache) carries it from one test to the next; [`main_with`] avoids that.
 pub fn main(registry: Registry) -> ExitCode {
-    main_with(move || registry.clone())
+    main_with(move || registry.clone(), Vec::new())
 }
 
-/// Like [`main`], with a function that builds a fresh registry: `engine test` gives each
-/// test its own, so no step state leaks between tests.
-pub fn main_with(make_registry: impl Fn() -> Registry) -> ExitCode {
+/// Like [`main`], with a function that builds a fresh registry (`engine test` gives each
+/// test its own, so no step state leaks between tests) and hooks `engine serve` calls with
+/// its engine before serving (the steps crate registers its notification retry this way:
+/// the engine cannot depend on it).
+pub fn main_with(
+    make_registry: impl Fn() -> Registry,
+    hooks: Vec<crate::serve::EngineHook>,
+) -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -188,7 +212,7 @@ pub fn main_with(make_registry: impl Fn() -> Registry) -> ExitCode {
     });
     let result = match cli.command {
         Command::Test(args) => test::run(args, &make_registry),
-        command => run(Cli { command }, make_registry()),
+        command => run(Cli { command }, make_registry(), hooks),
     };
     match result {
         Ok(code) => code,
@@ -320,9 +344,30 @@ fn load(paths: &[PathBuf], registry: &Registry) -> Result<Bundle, ExitCode> {
     })
 }
 
-fn run(cli: Cli, registry: Registry) -> Result<ExitCode, String> {
+fn run(
+    cli: Cli,
+    registry: Registry,
+    hooks: Vec<crate::serve::EngineHook>,
+) -> Result<ExitCode, String> {
     match cli.command {
         Command::Test(args) => test::run(args, &|| registry.clone()),
+        Command::Serve {
+            paths,
+            listen,
+            data_dir,
+            config,
+            seed,
+        } => serve::run(
+            serve::ServeArgs {
+                paths,
+                listen,
+                data_dir,
+                config,
+                seed,
+            },
+            registry,
+            hooks,
+        ),
         Command::Validate { paths } => {
             let bundle = match load(&paths, &registry) {
                 Ok(b) => b,

@@ -20,6 +20,7 @@
 //!     attempts: 3          # requests per channel per pass (5xx, 429, network errors)
 //!     backoff: 1s          # wait after the first failed request, doubling
 //!     max_retry_after: 30s # a 429 asking for longer ends the pass; the next pass waits
+//!     interval: 30s        # `engine serve`: a pass over what is still owed this often
 //! ```
 
 use std::collections::BTreeMap;
@@ -84,6 +85,9 @@ pub struct DeliveryConfig {
     pub backoff: Duration,
     #[serde(default = "default_max_retry_after", with = "crate::duration")]
     pub max_retry_after: Duration,
+    /// How often `engine serve` makes a pass over what is still owed.
+    #[serde(default = "default_interval", with = "crate::duration")]
+    pub interval: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -92,6 +96,7 @@ impl Default for DeliveryConfig {
             attempts: default_attempts(),
             backoff: default_backoff(),
             max_retry_after: default_max_retry_after(),
+            interval: default_interval(),
         }
     }
 }
@@ -103,6 +108,9 @@ fn default_backoff() -> Duration {
     Duration::from_secs(1)
 }
 fn default_max_retry_after() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_interval() -> Duration {
     Duration::from_secs(30)
 }
 
@@ -134,6 +142,9 @@ impl NotifyConfig {
         }
         if cfg.delivery.attempts == 0 {
             problems.push("`notify.delivery.attempts` must be at least 1".to_string());
+        }
+        if cfg.delivery.interval < Duration::from_millis(10) {
+            problems.push("`notify.delivery.interval` must be at least 10ms".to_string());
         }
         for (key, url) in [
             (

@@ -11,8 +11,10 @@
 pub mod config;
 pub mod deliver;
 pub mod email;
+pub mod retry;
 pub mod step;
 
 pub use config::NotifyConfig;
 pub use deliver::{deliver_pending, Deliverer, Outcome, PassReport};
+pub use retry::register_retry;
 pub use step::Notify;

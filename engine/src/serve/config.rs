@@ -1,0 +1,259 @@
+//! The parts of the config file `engine serve` reads itself: `server.*`, `okta.hook_secret`
+//! and `okta.poll` (with `okta.url`, `okta.token`, `okta.rate_limit_max_wait`). Everything
+//! is checked at start-up, so a bad value stops the server before it listens.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::auth::Secret;
+use super::ServeError;
+
+/// Default request body limit (`server.body_limit`).
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// Default and longest wait of `POST /events/{source}?wait=true`.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Okta's default System Log filter: the event types Okta cannot deliver by hook.
+pub const DEFAULT_POLL_FILTER: &str =
+    "eventType eq \"security.threat.detected\" or eventType eq \"policy.evaluate_sign_on\"";
+
+/// What `engine serve` reads from the config file.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// `server.api_token`: Bearer token for `/api/*` and `/events/*`.
+    pub api_token: Option<Secret>,
+    /// `okta.hook_secret`: the `Authorization` value Okta sends with every hook call.
+    pub hook_secret: Option<Secret>,
+    /// `server.body_limit`: largest request body (bytes).
+    pub body_limit: usize,
+    /// `server.wait_timeout`: longest `?wait=true` (also the default).
+    pub wait_timeout: Duration,
+    /// `server.shutdown_grace`: how long in-flight requests may take after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// `okta.poll`, when present.
+    pub poll: Option<PollConfig>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            api_token: None,
+            hook_secret: None,
+            body_limit: DEFAULT_BODY_LIMIT,
+            wait_timeout: DEFAULT_WAIT_TIMEOUT,
+            shutdown_grace: Duration::from_secs(10),
+            poll: None,
+        }
+    }
+}
+
+/// `okta.poll`: System Log polling.
+#[derive(Clone, Debug)]
+pub struct PollConfig {
+    /// `okta.url`.
+    pub url: url::Url,
+    /// `okta.token` (sent as `SSWS`).
+    pub token: Secret,
+    /// `okta.poll.filter` (Okta's `filter` expression).
+    pub filter: String,
+    /// `okta.poll.interval`: pause between polls once caught up.
+    pub interval: Duration,
+    /// `okta.poll.since`: how far back the first poll (no cursor yet) starts.
+    pub since: Duration,
+    /// `okta.poll.limit`: events per page (Okta allows up to 1000).
+    pub limit: u32,
+    /// `okta.rate_limit_max_wait`: longest wait for `X-Rate-Limit-Reset` after a 429.
+    pub max_wait: Duration,
+    /// `okta.poll.timeout`: whole-request timeout.
+    pub timeout: Duration,
+}
+
+fn get<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.')
+        .try_fold(v, |v, k| v.get(k))
+        .filter(|v| !v.is_null())
+}
+
+fn string(v: &Value, path: &str) -> Result<Option<String>, ServeError> {
+    match get(v, path) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ServeError::Config(format!("`{path}` must be a string"))),
+    }
+}
+
+fn secret(v: &Value, path: &str) -> Result<Option<Secret>, ServeError> {
+    // Never echo the value: it is a secret even when it has the wrong type.
+    match string(v, path)? {
+        Some(s) if s.trim().is_empty() => Err(ServeError::Config(format!(
+            "`{path}` is empty: remove it or set it (an empty secret would let anyone in)"
+        ))),
+        Some(s) => Ok(Some(Secret::new(s))),
+        None => Ok(None),
+    }
+}
+
+/// A duration from a string such as `30s` or `5m`.
+pub fn duration(v: &Value, path: &str, default: Duration) -> Result<Duration, ServeError> {
+    match string(v, path)? {
+        None => Ok(default),
+        Some(s) => humantime::parse_duration(s.trim())
+            .map_err(|e| ServeError::Config(format!("`{path}`: invalid duration `{s}`: {e}"))),
+    }
+}
+
+/// A size in bytes: an integer, or a string with `B`, `KiB`, `MiB` (or `KB`, `MB`).
+fn size(v: &Value, path: &str, default: usize) -> Result<usize, ServeError> {
+    let bad = |s: &str| {
+        ServeError::Config(format!(
+            "`{path}`: invalid size `{s}` (e.g. `1MiB`, `512KiB`, `65536`)"
+        ))
+    };
+    match get(v, path) {
+        None => Ok(default),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| bad(&n.to_string())),
+        Some(Value::String(s)) => {
+            let t = s.trim();
+            let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+            let (num, unit) = t.split_at(split);
+            let n: usize = num.parse().map_err(|_| bad(s))?;
+            let mult = match unit.trim().to_ascii_lowercase().as_str() {
+                "" | "b" => 1,
+                "k" | "kb" | "kib" => 1024,
+                "m" | "mb" | "mib" => 1024 * 1024,
+                _ => return Err(bad(s)),
+            };
+            n.checked_mul(mult).filter(|n| *n > 0).ok_or_else(|| bad(s))
+        }
+        Some(_) => Err(bad("a non-number")),
+    }
+}
+
+impl ServeConfig {
+    /// Read and check the server's keys of a config file (as JSON).
+    pub fn from_config(config: &Value) -> Result<Self, ServeError> {
+        let wait_timeout = duration(config, "server.wait_timeout", DEFAULT_WAIT_TIMEOUT)?;
+        if wait_timeout.is_zero() {
+            return Err(ServeError::Config(
+                "`server.wait_timeout` must be more than 0s".into(),
+            ));
+        }
+        Ok(ServeConfig {
+            api_token: secret(config, "server.api_token")?,
+            hook_secret: secret(config, "okta.hook_secret")?,
+            body_limit: size(config, "server.body_limit", DEFAULT_BODY_LIMIT)?,
+            wait_timeout,
+            shutdown_grace: duration(config, "server.shutdown_grace", Duration::from_secs(10))?,
+            poll: PollConfig::from_config(config)?,
+        })
+    }
+}
+
+impl PollConfig {
+    /// `None` when `okta.poll` is absent.
+    pub fn from_config(config: &Value) -> Result<Option<Self>, ServeError> {
+        let Some(poll) = get(config, "okta.poll") else {
+            return Ok(None);
+        };
+        if !poll.is_object() {
+            return Err(ServeError::Config("`okta.poll` must be a mapping".into()));
+        }
+        if let Some(obj) = poll.as_object() {
+            let known = ["interval", "filter", "since", "limit", "timeout"];
+            if let Some(k) = obj.keys().find(|k| !known.contains(&k.as_str())) {
+                return Err(ServeError::Config(format!(
+                    "unknown key `okta.poll.{k}` (known: {})",
+                    known.join(", ")
+                )));
+            }
+        }
+        let url = string(config, "okta.url")?.ok_or_else(|| {
+            ServeError::Config("`okta.poll` needs `okta.url` (e.g. https://acme.okta.com)".into())
+        })?;
+        let url = url::Url::parse(url.trim())
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && !u.cannot_be_a_base())
+            .ok_or_else(|| {
+                ServeError::Config(format!("`okta.url`: `{url}` is not an http(s) URL"))
+            })?;
+        let token = secret(config, "okta.token")?
+            .ok_or_else(|| ServeError::Config("`okta.poll` needs `okta.token`".into()))?;
+        let limit = match get(config, "okta.poll.limit") {
+            None => 1000,
+            Some(v) => v
+                .as_u64()
+                .filter(|n| (1..=1000).contains(n))
+                .map(|n| n as u32)
+                .ok_or_else(|| {
+                    ServeError::Config("`okta.poll.limit` must be a number from 1 to 1000".into())
+                })?,
+        };
+        let interval = duration(config, "okta.poll.interval", Duration::from_secs(60))?;
+        if interval < Duration::from_millis(10) {
+            return Err(ServeError::Config(
+                "`okta.poll.interval` must be at least 10ms".into(),
+            ));
+        }
+        Ok(Some(PollConfig {
+            url,
+            token,
+            filter: string(config, "okta.poll.filter")?
+                .unwrap_or_else(|| DEFAULT_POLL_FILTER.to_string()),
+            interval,
+            since: duration(config, "okta.poll.since", Duration::from_secs(15 * 60))?,
+            limit,
+            max_wait: duration(config, "okta.rate_limit_max_wait", Duration::from_secs(60))?,
+            timeout: duration(config, "okta.poll.timeout", Duration::from_secs(30))?,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_and_sizes() {
+        let c = ServeConfig::from_config(&json!({})).unwrap();
+        assert_eq!(c.body_limit, DEFAULT_BODY_LIMIT);
+        assert!(c.api_token.is_none() && c.hook_secret.is_none() && c.poll.is_none());
+        let c = ServeConfig::from_config(&json!({"server": {"body_limit": "512KiB"}})).unwrap();
+        assert_eq!(c.body_limit, 512 * 1024);
+        let c = ServeConfig::from_config(&json!({"server": {"body_limit": 2048}})).unwrap();
+        assert_eq!(c.body_limit, 2048);
+        assert!(ServeConfig::from_config(&json!({"server": {"body_limit": "lots"}})).is_err());
+    }
+
+    #[test]
+    fn secrets_are_never_echoed() {
+        let e = ServeConfig::from_config(&json!({"server": {"api_token": 123456789}}))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("123456789"), "{e}");
+        assert!(ServeConfig::from_config(&json!({"okta": {"hook_secret": " "}})).is_err());
+    }
+
+    #[test]
+    fn poll_needs_url_and_token() {
+        let e = ServeConfig::from_config(&json!({"okta": {"poll": {}}}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("okta.url"), "{e}");
+        let c = ServeConfig::from_config(&json!({"okta": {
+            "url": "https://acme.okta.com", "token": "t0k3n",
+            "poll": {"interval": "5s"}}}))
+        .unwrap();
+        let p = c.poll.unwrap();
+        assert_eq!(p.interval, Duration::from_secs(5));
+        assert_eq!(p.filter, DEFAULT_POLL_FILTER);
+        assert!(!format!("{p:?}").contains("t0k3n"));
+        assert!(ServeConfig::from_config(&json!({"okta": {
+            "url": "https://acme.okta.com", "token": "t", "poll": {"intervall": "5s"}}}))
+        .is_err());
+    }
+}
