@@ -1,5 +1,6 @@
-//! Group commit: concurrent strict ingests share flushes, and every acknowledged event is
-//! there after a reopen. Relaxed durability acknowledges without flushing at all.
+//! Group commit: concurrent strict ingests share transactions and flushes, and every
+//! acknowledged event is there after a reopen. Relaxed durability acknowledges without
+//! flushing at all.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,7 +71,10 @@ async fn concurrent_ingests_share_flushes_and_survive_a_reopen() {
         elapsed.as_secs_f64() * 1e3,
         N as f64 / elapsed.as_secs_f64()
     );
-    assert_eq!(commits, N as u64);
+    assert!(
+        commits >= 1 && commits < N as u64,
+        "{commits} transactions for {N} calls"
+    );
     assert!(flushes >= 1);
     assert!(
         flushes < N as u64 / 2,
@@ -91,7 +95,7 @@ async fn concurrent_ingests_share_flushes_and_survive_a_reopen() {
     }
     // Their keys are recorded too: a redelivery is a duplicate.
     let again = store
-        .enqueue_incoming(&[engine::persist::NewIncoming {
+        .enqueue_incoming(vec![engine::persist::NewIncoming {
             source: "okta".into(),
             key: Some("okta:u-7".into()),
             event: json!({}),
@@ -114,7 +118,11 @@ async fn relaxed_durability_acknowledges_without_flushing() {
             .unwrap();
     }
     let after = store.stats();
-    assert_eq!(after.commits - before.commits, 20);
+    assert_eq!(
+        after.commits - before.commits,
+        20,
+        "one transaction per sequential call"
+    );
     assert_eq!(
         after.flushes, before.flushes,
         "relaxed: no flush before the ack"

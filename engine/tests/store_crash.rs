@@ -83,7 +83,7 @@ async fn crash_child() {
         println!("acked comment {} {}", out.case.id, out.case.comments.len());
         if n % 3 == 0 {
             let q = store
-                .enqueue_incoming(&[NewIncoming {
+                .enqueue_incoming(vec![NewIncoming {
                     source: "okta".into(),
                     key: Some(format!("okta:{tag}-{n}")),
                     event: json!({"n": n}),

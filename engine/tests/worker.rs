@@ -456,3 +456,94 @@ fn the_documented_engine_and_store_settings_parse() {
     relaxed["engine"]["sla_every"] = json!("often");
     assert!(engine::schedule::WorkerConfig::from_config(&relaxed).is_err());
 }
+
+const NOTE: &str = r#"
+playbook: note
+on: { event: src }
+steps:
+  - id: c
+    uses: t.comment
+    with: { case: "{{ event.case }}", text: "seen" }
+"#;
+
+/// The state a crash leaves between a step's case change and its journal entry: the run
+/// is recorded, its step committed the comment under the run's idempotency key, and the
+/// journal has no entry for the step. Resuming runs the step again, which replays the
+/// recorded change: one comment, not two.
+#[tokio::test]
+async fn a_case_change_committed_before_the_crash_is_replayed_not_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let case = store
+        .create(
+            NewCase::new("t", Severity::Low),
+            &WriteMeta::new(Actor::System, engine::cases::Timestamp::now()),
+        )
+        .await
+        .unwrap()
+        .case;
+    let run_id = engine::schedule::new_run_id();
+    let record = engine::persist::RunRecord {
+        summary: engine::persist::RunSummary {
+            run_id: run_id.clone(),
+            playbook: "note".into(),
+            trigger: "src".into(),
+            status: RunState::Running,
+            started_at: "2026-01-01T00:00:00.000Z".into(),
+            finished_at: None,
+            duration_ms: None,
+            event_key: None,
+            inbox_seq: None,
+            case_event: None,
+            error: None,
+        },
+        input: engine::persist::RunInputRecord {
+            event: json!({"case": case.id.to_string()}),
+            case: None,
+            depth: 0,
+            seed: Some(1),
+        },
+        output: None,
+        steps: Vec::new(),
+    };
+    store
+        .start_runs(engine::persist::RunOrigin::Direct, &[record])
+        .await
+        .unwrap();
+    let actor = Actor::Playbook {
+        run_id: run_id.clone(),
+        playbook: "note".into(),
+        step: "c".into(),
+    };
+    store
+        .update(
+            case.id,
+            vec![CaseChange::AddComment("seen".into())],
+            &WriteMeta::new(actor, engine::cases::Timestamp::now()).with_key(&run_id, "c"),
+        )
+        .await
+        .unwrap();
+
+    let e = engine(NOTE, &Probe::default(), store.clone(), json!({}));
+    let runs = e.resume().await.unwrap();
+    let run = runs
+        .iter()
+        .find(|r| r.run_id == run_id)
+        .expect("the run resumed");
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert_eq!(run.step("c").unwrap().output, Some(json!({"comments": 1})));
+    let after = store.get(case.id).await.unwrap().unwrap();
+    assert_eq!(after.comments.len(), 1, "{:?}", after.comments);
+    assert!(store.unfinished_runs().await.unwrap().is_empty());
+}
+
+#[test]
+fn absurd_durations_in_the_config_do_not_panic() {
+    for v in [json!(1e30), json!(-1), json!("100000000000y")] {
+        let _ = engine::schedule::WorkerConfig::from_config(&json!({"engine": {"sla_every": v}}));
+    }
+    let c =
+        engine::schedule::WorkerConfig::from_config(&json!({"engine": {"shutdown_grace": 1e12}}))
+            .unwrap();
+    assert_eq!(c.shutdown_grace, Duration::from_secs(24 * 3600));
+}

@@ -265,9 +265,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
-/// Open (or create) the sled store under `dir` with the default options.
+/// Open (or create) the sled store under `dir` for a command that only reads: without the
+/// full verification read (a damaged page still fails the read that meets it, and a store
+/// that lost data is still refused by its witness file).
 fn open_store(dir: &std::path::Path) -> Result<std::sync::Arc<dyn crate::persist::Store>, String> {
-    open_store_with(dir, &serde_json::Value::Null)
+    open_store_with(
+        dir,
+        &serde_json::json!({"store": {"verify_on_open": false}}),
+    )
 }
 
 /// Open (or create) the sled store under `dir` with the options of a config file

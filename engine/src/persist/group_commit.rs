@@ -27,6 +27,8 @@ pub(crate) struct GroupCommit {
     gate: tokio::sync::Mutex<()>,
     /// Flushes done, for tests and metrics.
     flushes: AtomicU64,
+    /// Time spent in flushes, in microseconds.
+    flush_micros: AtomicU64,
 }
 
 impl GroupCommit {
@@ -55,8 +57,13 @@ impl GroupCommit {
             return Ok(());
         }
         let upto = self.committed.load(Ordering::SeqCst);
+        let started = std::time::Instant::now();
         flush().await?;
         self.flushes.fetch_add(1, Ordering::Relaxed);
+        self.flush_micros.fetch_add(
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         self.durable.fetch_max(upto, Ordering::SeqCst);
         Ok(())
     }
@@ -64,6 +71,11 @@ impl GroupCommit {
     /// Flushes done so far.
     pub(crate) fn flushes(&self) -> u64 {
         self.flushes.load(Ordering::Relaxed)
+    }
+
+    /// Time spent flushing so far, in microseconds.
+    pub(crate) fn flush_micros(&self) -> u64 {
+        self.flush_micros.load(Ordering::Relaxed)
     }
 
     /// Commits done so far.

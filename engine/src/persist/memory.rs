@@ -183,8 +183,11 @@ impl Inbox for MemoryStore {
         ops::deliveries(&*self.lock(), event_id)
     }
 
-    async fn enqueue_incoming(&self, events: &[NewIncoming]) -> Result<Vec<Enqueued>, StoreError> {
-        self.write(|kv| inbox_ops::plan_enqueue(kv, events))
+    async fn enqueue_incoming(
+        &self,
+        events: Vec<NewIncoming>,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        self.write(|kv| inbox_ops::plan_enqueue(kv, &events))
     }
 
     async fn pending_incoming(&self, limit: usize) -> Result<Vec<Incoming>, StoreError> {

@@ -78,6 +78,7 @@
 //! dir): reads for a write happen under the lock and outside the transaction, and the
 //! transaction closure only writes precomputed bytes, because sled may re-run it.
 
+mod combine;
 pub mod group_commit;
 mod inbox_ops;
 pub mod incoming;
@@ -109,7 +110,7 @@ pub use runs::{
 pub use sled_store::{SledStore, StoreStats};
 
 /// Why a store operation failed. Validation errors change nothing.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// No case with this id.
     #[error("{0} not found")]
@@ -442,9 +443,11 @@ pub trait Inbox: Send + Sync {
     /// The playbooks already started for a pending case event.
     async fn deliveries(&self, event_id: u64) -> Result<Vec<Delivery>, StoreError>;
 
-    /// Queues incoming events with their dedup keys, in one transaction; see [`incoming`].
-    /// One result per event, in order. Durable before it returns under strict durability.
-    async fn enqueue_incoming(&self, events: &[NewIncoming]) -> Result<Vec<Enqueued>, StoreError>;
+    /// Queues incoming events with their dedup keys, in one transaction (concurrent calls
+    /// may share it); see [`incoming`]. One result per event, in order. Durable before it
+    /// returns under strict durability.
+    async fn enqueue_incoming(&self, events: Vec<NewIncoming>)
+        -> Result<Vec<Enqueued>, StoreError>;
 
     /// Queued incoming events, oldest first, at most `limit`.
     async fn pending_incoming(&self, limit: usize) -> Result<Vec<Incoming>, StoreError>;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+use super::combine::Combiner;
 use super::group_commit::GroupCommit;
 use super::incoming::{Enqueued, Incoming, NewIncoming};
 use super::keys::{self, Tree, TREE_COUNT};
@@ -158,6 +159,8 @@ pub struct StoreStats {
     pub commits: u64,
     /// Flushes to disk (group commit: under load, far fewer than commits).
     pub flushes: u64,
+    /// Time spent in those flushes, in microseconds.
+    pub flush_micros: u64,
 }
 
 /// Whether a write waits for the disk.
@@ -179,6 +182,8 @@ pub struct SledStore {
     /// Serialises writers so reads made while planning a write stay valid until commit.
     write_lock: Mutex<()>,
     group: GroupCommit,
+    /// Concurrent `enqueue_incoming` calls, written together.
+    ingest: Combiner<Vec<NewIncoming>, Vec<Enqueued>>,
     /// When the witness file was last written.
     witnessed: Mutex<Instant>,
 }
@@ -270,6 +275,7 @@ impl SledStore {
             durability: options.durability,
             write_lock: Mutex::new(()),
             group: GroupCommit::default(),
+            ingest: Combiner::default(),
             witnessed: Mutex::new(Instant::now()),
         })
     }
@@ -284,6 +290,7 @@ impl SledStore {
         StoreStats {
             commits: self.group.commits(),
             flushes: self.group.flushes(),
+            flush_micros: self.group.flush_micros(),
         }
     }
 
@@ -458,8 +465,27 @@ impl Inbox for SledStore {
         ops::deliveries(&self.kv, event_id)
     }
 
-    async fn enqueue_incoming(&self, events: &[NewIncoming]) -> Result<Vec<Enqueued>, StoreError> {
-        self.write(Flush::Policy, |kv| inbox_ops::plan_enqueue(kv, events))
+    async fn enqueue_incoming(
+        &self,
+        events: Vec<NewIncoming>,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Concurrent callers share one transaction and one flush (see `combine`).
+        self.ingest
+            .submit(events, |batch: Vec<Vec<NewIncoming>>| async move {
+                let lens: Vec<usize> = batch.iter().map(Vec::len).collect();
+                let flat: Vec<NewIncoming> = batch.into_iter().flatten().collect();
+                let out = self
+                    .write(Flush::Policy, |kv| inbox_ops::plan_enqueue(kv, &flat))
+                    .await?;
+                let mut out = out.into_iter();
+                Ok(lens
+                    .iter()
+                    .map(|n| out.by_ref().take(*n).collect())
+                    .collect())
+            })
             .await
     }
 

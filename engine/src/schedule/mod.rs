@@ -140,7 +140,7 @@ impl Engine {
         };
         let received_at = self.now();
         let queued = store
-            .enqueue_incoming(&[NewIncoming {
+            .enqueue_incoming(vec![NewIncoming {
                 source: source.to_string(),
                 key: dedup_key.map(str::to_string),
                 event: event.clone(),

@@ -68,19 +68,30 @@ impl Default for WorkerConfig {
     }
 }
 
+/// The longest interval or grace period the worker accepts (longer values are clamped).
+const LONGEST: Duration = Duration::from_secs(24 * 3600);
+
 fn duration(key: &str, v: &Value) -> Result<Duration, crate::Error> {
-    match v {
+    let d = match v {
         Value::Number(n) => n
             .as_f64()
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64)
-            .ok_or_else(|| crate::Error::Config(format!("`engine.{key}`: not a duration: {n}"))),
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .ok_or_else(|| crate::Error::Config(format!("`engine.{key}`: not a duration: {n}")))?,
         Value::String(s) => humantime::parse_duration(s.trim())
-            .map_err(|e| crate::Error::Config(format!("`engine.{key}`: `{s}`: {e}"))),
-        other => Err(crate::Error::Config(format!(
-            "`engine.{key}`: expected a duration such as `30s`, got {other}"
-        ))),
-    }
+            .map_err(|e| crate::Error::Config(format!("`engine.{key}`: `{s}`: {e}")))?,
+        other => {
+            return Err(crate::Error::Config(format!(
+                "`engine.{key}`: expected a duration such as `30s`, got {other}"
+            )))
+        }
+    };
+    Ok(d.min(LONGEST))
+}
+
+/// `now + d`, or a day from now when that does not fit.
+fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d).unwrap_or(now + LONGEST)
 }
 
 impl WorkerConfig {
@@ -154,14 +165,15 @@ impl Engine {
                 received_at,
             })
             .collect();
+        let keys: Vec<Option<String>> = items.iter().map(|i| i.key.clone()).collect();
         let span = tracing::debug_span!("ingest", %source, events = items.len());
-        let queued = store.enqueue_incoming(&items).instrument(span).await?;
-        let out: Vec<Ingested> = items
+        let queued = store.enqueue_incoming(items).instrument(span).await?;
+        let out: Vec<Ingested> = keys
             .into_iter()
             .zip(queued)
-            .map(|(item, q)| Ingested {
+            .map(|(key, q)| Ingested {
                 seq: q.seq,
-                key: item.key,
+                key,
                 duplicate: q.duplicate,
             })
             .collect();
@@ -187,7 +199,7 @@ impl Engine {
         timeout: Duration,
     ) -> Result<Option<Vec<RunReport>>, crate::Error> {
         let store = self.store_required()?;
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let mut finished = self.subscribe();
         loop {
             // Registered before the store is read, so progress in between is not missed.
@@ -256,7 +268,7 @@ impl Engine {
         F: Fn() -> TickFuture + Send + Sync + 'static,
     {
         lock(&self.shared.ticks).push(TickHook {
-            every: every.max(Duration::from_millis(10)),
+            every: every.clamp(Duration::from_millis(10), LONGEST),
             next: Instant::now(),
             hook: Arc::new(hook),
             busy: Arc::new(AtomicBool::new(false)),
