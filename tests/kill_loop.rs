@@ -718,7 +718,7 @@ async fn a_burst_of_fifty_deliveries_for_one_user_opens_one_case() {
         },
     )
     .await;
-    let f = check(&c, &s, &events, &vec![true; BURST]).await;
+    let f = check(&c, &s, &events, &[true; BURST]).await;
     let pre: Vec<&Value> = all
         .iter()
         .filter(|r| r["playbook"] == "iam-preprocess")
