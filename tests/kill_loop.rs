@@ -14,7 +14,7 @@
 //! The harness counts the kills that landed (the child died of the signal) while requests
 //! were in flight, the acknowledgements and the re-sends, and asserts minimums, so a run in
 //! which everything failed cannot pass. `CASEFLOW_KILL_SEED` repeats a run,
-//! `CASEFLOW_KILL_USERS` changes its size.
+//! `CASEFLOW_KILL_USERS` and `CASEFLOW_KILLS` change its size (soak runs).
 //!
 //! The same checker, run once with `durability: relaxed` and a 30 s background flush, finds
 //! the acknowledged events a kill right after their acknowledgement lost: proof that it can
@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kill_support::{api, client, drained, runs, Server, Spec, HOOK_SECRET};
+use kill_support::{all_runs, api, client, drained, Server, Spec, HOOK_SECRET};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -38,6 +38,8 @@ use serde_json::{json, Value};
 const KILLS: usize = 10;
 /// Of those, at least this many must land while deliveries are in flight.
 const MIN_KILLS_IN_FLIGHT: usize = 5;
+/// The playbooks of `playbooks/iam.yaml`.
+const PLAYBOOKS: [&str; 3] = ["iam-preprocess", "iam-case-created", "iam-state-changed"];
 /// Concurrent senders.
 const SENDERS: usize = 4;
 /// Users; each gets two events (distinct uuids, possibly in different deliveries).
@@ -139,6 +141,8 @@ struct Ledger {
     redelivered_duplicates: usize,
     /// Requests that got no 200 (connection refused or reset by a kill, or an error).
     failures: usize,
+    /// Answers other than 200 (the server was alive and refused: never expected here).
+    error_answers: Vec<u16>,
 }
 
 /// Kills the server from inside the sender that receives acknowledgement number `at`
@@ -221,7 +225,12 @@ impl Senders {
                                 .unwrap_or(0);
                             Some(dups)
                         }
-                        _ => None,
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            ledger.lock().unwrap().error_answers.push(status);
+                            None
+                        }
+                        Err(_) => None,
                     };
                     {
                         let mut l = ledger.lock().unwrap();
@@ -273,7 +282,7 @@ struct Figures {
 
 /// Reads the cases and runs of `s` and holds them against the events acknowledged.
 async fn check(c: &reqwest::Client, s: &Server, events: &[Ev], acked: &[bool]) -> Figures {
-    let all = runs(c, s, "").await;
+    let all = all_runs(c, s, &PLAYBOOKS).await;
     let cases = api(c, s, "/api/cases?limit=1000").await["cases"]
         .as_array()
         .cloned()
@@ -343,8 +352,8 @@ async fn check(c: &reqwest::Client, s: &Server, events: &[Ev], acked: &[bool]) -
     f
 }
 
-/// `n` users with two events each (`ip_base`: the second octet of their IPs), shuffled
-/// into deliveries of one to three events.
+/// `users` users with `per_user` events each (distinct uuids; one IP per user, which no
+/// list knows), shuffled into deliveries of one to three events.
 fn workload(
     rng: &mut impl Rng,
     tag: &str,
@@ -437,6 +446,7 @@ async fn sigkill_loop_loses_no_acknowledged_event() {
     println!("kill loop seed {seed} (set CASEFLOW_KILL_SEED to repeat)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let users = env_or("CASEFLOW_KILL_USERS", USERS);
+    let kills_wanted = env_or("CASEFLOW_KILLS", KILLS);
     let (events, deliveries) = workload(&mut rng, "kl", users, 2);
     let senders = senders_for(&events, &deliveries);
     let tmp = tempfile::tempdir().unwrap();
@@ -445,7 +455,7 @@ async fn sigkill_loop_loses_no_acknowledged_event() {
     let (mut kills, mut kills_in_flight, mut in_flight_at_kills) = (0, 0, 0);
     let (mut acked_under_fire, mut resumed) = (0, 0);
     let mut epochs = Vec::new();
-    for epoch in 0..KILLS {
+    for epoch in 0..kills_wanted {
         let mut s = Server::start(&spec);
         let t0 = Instant::now();
         let mut set = senders.spawn(&s.base, SENDERS);
@@ -499,6 +509,7 @@ async fn sigkill_loop_loses_no_acknowledged_event() {
     drained(
         &c,
         &s,
+        &PLAYBOOKS,
         Duration::from_secs(3),
         Duration::from_secs(90),
         |all| {
@@ -540,14 +551,19 @@ async fn sigkill_loop_loses_no_acknowledged_event() {
     // The harness did what it claims: the kills landed, enough of them while requests were
     // in flight, deliveries were acknowledged between kills, what the kills cut off was
     // re-sent, and runs were interrupted and resumed.
-    assert_eq!(kills, KILLS, "every kill must hit a live server");
+    assert_eq!(kills, kills_wanted, "every kill must hit a live server");
     assert!(
         kills_in_flight >= MIN_KILLS_IN_FLIGHT,
         "only {kills_in_flight} kills landed with deliveries in flight"
     );
     assert!(
-        acked_under_fire >= 2 * KILLS,
+        acked_under_fire >= 2 * kills_wanted,
         "too few acknowledgements between kills"
+    );
+    assert!(
+        ledger.error_answers.is_empty(),
+        "the server answered with errors: {:?}",
+        ledger.error_answers
     );
     assert!(
         resends >= 1 && ledger.failures >= 1,
@@ -629,6 +645,7 @@ async fn the_checker_sees_what_relaxed_durability_loses_to_a_kill() {
         drained(
             &c,
             &s,
+            &PLAYBOOKS,
             Duration::from_secs(2),
             Duration::from_secs(60),
             |_| false,
@@ -702,6 +719,7 @@ async fn a_burst_of_fifty_deliveries_for_one_user_opens_one_case() {
     let all = drained(
         &c,
         &s,
+        &PLAYBOOKS,
         Duration::from_secs(3),
         Duration::from_secs(60),
         |all| {

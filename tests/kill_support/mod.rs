@@ -173,13 +173,31 @@ pub async fn api(c: &reqwest::Client, s: &Server, path: &str) -> Value {
     r.json().await.unwrap()
 }
 
-/// Every run of the journal with this query (at most 1000).
+/// The runs of the journal with this query; panics when the API's largest listing (1000)
+/// may have cut it short.
 pub async fn runs(c: &reqwest::Client, s: &Server, query: &str) -> Vec<Value> {
     let sep = if query.is_empty() { "" } else { "&" };
-    api(c, s, &format!("/api/runs?limit=1000{sep}{query}")).await["runs"]
+    let list = api(c, s, &format!("/api/runs?limit=1000{sep}{query}")).await["runs"]
         .as_array()
         .cloned()
-        .unwrap_or_default()
+        .unwrap_or_default();
+    assert!(
+        list.len() < 1000,
+        "`/api/runs?{query}` lists 1000 runs or more: the listing may be cut short (make the run smaller)"
+    );
+    list
+}
+
+/// Every run of these playbooks, listed per playbook and status (each listing of the API
+/// holds at most 1000 runs).
+pub async fn all_runs(c: &reqwest::Client, s: &Server, playbooks: &[&str]) -> Vec<Value> {
+    let mut all = Vec::new();
+    for p in playbooks {
+        for status in ["running", "parked", "failed", "succeeded"] {
+            all.extend(runs(c, s, &format!("playbook={p}&status={status}")).await);
+        }
+    }
+    all
 }
 
 /// The inbox depth from `/healthz`.
@@ -195,12 +213,14 @@ pub async fn inbox_depth(c: &reqwest::Client, s: &Server) -> u64 {
     v["inbox_depth"].as_u64().expect("inbox_depth")
 }
 
-/// Waits until the server has nothing left to do: the inbox is empty, no run is running
-/// or parked, and the number of runs in the journal stayed the same for `quiet`, or
-/// `done` (given every run) says so. Returns every run; panics after `limit`.
+/// Waits until the server has nothing left to do: the inbox is empty, no run (of
+/// `playbooks`) is running or parked, and the number of runs in the journal stayed the
+/// same for `quiet`, or `done` (given every run) says so. Returns every run; panics after
+/// `limit`.
 pub async fn drained<F>(
     c: &reqwest::Client,
     s: &Server,
+    playbooks: &[&str],
     quiet: Duration,
     limit: Duration,
     mut done: F,
@@ -212,7 +232,7 @@ where
     let mut last = (usize::MAX, Instant::now());
     loop {
         let depth = inbox_depth(c, s).await;
-        let all = runs(c, s, "").await;
+        let all = all_runs(c, s, playbooks).await;
         let open = all
             .iter()
             .filter(|r| r["status"] == "running" || r["status"] == "parked")
