@@ -572,6 +572,8 @@ async fn sigkill_loop_loses_no_acknowledged_event() {
     assert!(resumed >= 1, "no kill interrupted a run");
     assert_eq!(f.acked, f.events, "every delivery acknowledged in the end");
     assert_eq!(code, Some(0), "{stderr}");
+    let (check_code, check_out) = kill_support::store_check(&spec.data_dir);
+    assert_eq!(check_code, Some(0), "engine store check: {check_out}");
     // What the engine promises.
     assert_eq!(f.lost, 0, "acknowledged events lost: {:?}", f.lost_examples);
     assert_eq!(f.duplicate_runs, 0, "an event ran twice");
@@ -669,6 +671,8 @@ async fn the_checker_sees_what_relaxed_durability_loses_to_a_kill() {
         assert!(f.failed.is_empty(), "{:#?}", f.failed);
         let (code, stderr) = s.terminate();
         assert_eq!(code, Some(0), "{stderr}");
+        let (check_code, check_out) = kill_support::store_check(&spec.data_dir);
+        assert_eq!(check_code, Some(0), "engine store check: {check_out}");
         losses.push(f.lost);
         if f.lost > 0 {
             break;

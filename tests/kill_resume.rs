@@ -323,6 +323,8 @@ async fn resumed_runs_send_no_journaled_step_again_across_kills() {
         .count();
     let (code, stderr) = s.terminate();
     assert_eq!(code, Some(0), "{stderr}");
+    let (check_code, check_out) = kill_support::store_check(&spec.data_dir);
+    assert_eq!(check_code, Some(0), "engine store check: {check_out}");
     println!(
         "kill resume: {RUNS} runs, 2 SIGKILLs, resumed {resumed1} then {resumed2} runs, {} requests in all; `one` sent once per run, `two` and `three` twice (same key), `side` repeated in {side_repeats} of {RUNS} runs ({side_journaled_at_kill1} of its entries were committed at the first kill), `tell` once; {:.1} s",
         log.len(),

@@ -278,3 +278,22 @@ pub fn resumed_runs(stderr: &str) -> usize {
         })
         .sum()
 }
+
+/// `engine store check --data-dir DIR` (the server must be stopped): its exit code and
+/// output.
+pub fn store_check(data_dir: &Path) -> (Option<i32>, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_engine"))
+        .current_dir(repo())
+        .args(["store", "check", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("engine store check runs");
+    (
+        o.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
