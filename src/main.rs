@@ -2,5 +2,9 @@
 
 fn main() -> std::process::ExitCode {
     // A fresh registry per `engine test` test: no step state leaks between tests.
-    engine::cli::main_with(caseflow::builtin_registry, caseflow::serve_hooks())
+    engine::cli::main_with_commands(
+        caseflow::builtin_registry,
+        caseflow::serve_hooks(),
+        vec![caseflow::bench::command()],
+    )
 }
