@@ -83,6 +83,10 @@ pub struct BenchArgs {
     /// Print one JSON object per scenario instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Keep the state directories (to look at the store afterwards, e.g. with
+    /// `engine serve` and `/api/runs`).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// The `engine bench` subcommand for [`engine::cli::main_with_commands`].
@@ -283,7 +287,8 @@ fn run(args: BenchArgs, registry: engine::Registry) -> Result<ExitCode, String> 
             }
             None => std::env::temp_dir(),
         };
-        let tmp = tempfile_dir(&parent, scenario.name())?;
+        let mut tmp = tempfile_dir(&parent, scenario.name())?;
+        tmp.1 = args.keep;
         progress!("{}: state in {}", scenario.name(), tmp.path().display());
         let ctx = Ctx {
             args: &args,
@@ -320,8 +325,8 @@ fn run(args: BenchArgs, registry: engine::Registry) -> Result<ExitCode, String> 
     })
 }
 
-/// A temporary directory, removed when dropped.
-pub struct TempDir(PathBuf);
+/// A temporary directory, removed when dropped unless it is to be kept.
+pub struct TempDir(PathBuf, bool);
 
 impl TempDir {
     pub fn path(&self) -> &std::path::Path {
@@ -331,7 +336,11 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if self.1 {
+            eprintln!("bench: kept {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
@@ -346,7 +355,7 @@ fn tempfile_dir(parent: &std::path::Path, name: &str) -> Result<TempDir, String>
     ));
     std::fs::create_dir_all(&path)
         .map_err(|e| format!("cannot create `{}`: {e}", path.display()))?;
-    Ok(TempDir(path))
+    Ok(TempDir(path, false))
 }
 
 /// What a scenario gets.
