@@ -134,8 +134,20 @@ async fn load(store: &SledStore, from: u64, to: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// Mean and p99 µs of `queries` queries by user observable, as `iam-preprocess` asks.
-async fn time_queries(store: &SledStore, size: u64, queries: u64) -> Result<(f64, f64), String> {
+/// Mean and p99 µs of `queries` queries by user observable, as `iam-preprocess` asks:
+/// a first pass on the freshly opened store (`cold`: every case read comes from the files)
+/// and the same queries again (`warm`: what a running server sees for its working set).
+async fn time_queries(
+    store: &SledStore,
+    size: u64,
+    queries: u64,
+) -> Result<((f64, f64), (f64, f64)), String> {
+    let cold = query_pass(store, size, queries).await?;
+    let warm = query_pass(store, size, queries).await?;
+    Ok((cold, warm))
+}
+
+async fn query_pass(store: &SledStore, size: u64, queries: u64) -> Result<(f64, f64), String> {
     let mut lat = Latencies::default();
     for k in 0..queries {
         let i = 1 + (k * 7_919 + 13) % size;
@@ -169,11 +181,34 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Outcome, String> {
     let c = ctx.concurrency(16);
     let tag = ctx.tag();
     let standins = Arc::new(StandIns::start(&tag).await.map_err(|e| e.to_string())?);
-    let data = ctx.dir.join("data");
+    // A reused store (`--store`) says how many cases were loaded and chains run in it.
+    let (data, progress_file) = match &ctx.args.store {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| format!("`{}`: {e}", dir.display()))?;
+            (dir.join("data"), Some(dir.join("bench-growth.json")))
+        }
+        None => (ctx.dir.join("data"), None),
+    };
+    let saved: Value = progress_file
+        .as_ref()
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    let save = |loaded: u64, chains: u64| {
+        if let Some(f) = &progress_file {
+            let _ = std::fs::write(f, json!({"loaded": loaded, "chains": chains}).to_string());
+        }
+    };
     let mut extra = serde_json::Map::new();
     let mut per_size = BTreeMap::new();
-    let mut loaded = 0u64;
-    let mut chain_first = 0u64;
+    let mut loaded = saved["loaded"].as_u64().unwrap_or(0);
+    let mut chain_first = saved["chains"].as_u64().unwrap_or(0);
+    if loaded > 0 {
+        progress!(
+            "growth: reusing {loaded} stored cases and {chain_first} chains' cases in {}",
+            data.display()
+        );
+    }
     let mut total_seconds = 0.0;
     let mut last_lat = Latencies::default();
     let mut last_peak = 0.0;
@@ -187,20 +222,21 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Outcome, String> {
                 progress!("growth: loading cases {}..{target}", loaded + 1);
                 load(&store, loaded, target).await?;
                 loaded = target;
+                save(loaded, chain_first);
             }
         }
         let load_seconds = t_load.elapsed().as_secs_f64();
         let disk_mb = dir_size(&data) as f64 / (1024.0 * 1024.0);
         // Queries on a freshly opened store (sled's cache cold, the OS's warm).
-        let (query_us, query_p99_us) = {
+        let ((query_us, query_p99_us), (warm_us, warm_p99_us)) = {
             let store = open_store(&data, Durability::Strict)?;
             time_queries(&store, loaded, 2_000).await?
         };
         progress!(
-            "growth: {} cases stored ({disk_mb:.0} MB on disk); cases.query by observable {query_us:.1} µs (p99 {query_p99_us:.1} µs); starting engine serve",
+            "growth: {} cases stored ({disk_mb:.0} MB on disk); cases.query by observable {query_us:.1} µs cold (p99 {query_p99_us:.1}), {warm_us:.1} µs warm (p99 {warm_p99_us:.1}); starting engine serve",
             label(size)
         );
-        let config = served::config(standins.config(), ctx.args.cache_mb, true);
+        let config = served::config(standins.config(), ctx.args.cache_mb, !ctx.args.no_verify);
         let t_start = Instant::now();
         let server = served::start(&ctx.exe, &ctx.dir, &config)?;
         let start_seconds = t_start.elapsed().as_secs_f64();
@@ -241,6 +277,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Outcome, String> {
             check_cases(&store, &tag, chain_first, n + 1).await?;
         }
         chain_first += n + 1;
+        save(loaded, chain_first);
         let mut lat = chains.lat;
         let chain_ms = lat.ms(0.5);
         let l = label(size);
@@ -249,6 +286,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Outcome, String> {
             chains.seconds
         );
         extra.insert(format!("query_us_at_{l}"), json!(round(query_us, 2)));
+        extra.insert(format!("query_warm_us_at_{l}"), json!(round(warm_us, 2)));
         extra.insert(format!("chain_ms_at_{l}"), json!(round(chain_ms, 3)));
         extra.insert(format!("rss_mb_at_{l}"), json!(round(peak, 1)));
         per_size.insert(
@@ -259,6 +297,8 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Outcome, String> {
                 "disk_mb": round(disk_mb, 1),
                 "query_us": round(query_us, 2),
                 "query_p99_us": round(query_p99_us, 2),
+                "query_warm_us": round(warm_us, 2),
+                "query_warm_p99_us": round(warm_p99_us, 2),
                 "serve_start_seconds": round(start_seconds, 2),
                 "rss_mb_after_start": round(rss_started, 1),
                 "chains": n,
@@ -281,12 +321,14 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Outcome, String> {
         _ => Value::Null,
     };
     extra.insert("query_ratio".into(), ratio("query_us"));
+    extra.insert("query_warm_ratio".into(), ratio("query_warm_us"));
     extra.insert("chain_ratio".into(), ratio("chain_p50_ms"));
     extra.insert("concurrency".into(), json!(c));
     extra.insert(
         "cache_mb".into(),
         ctx.args.cache_mb.map_or(Value::Null, |m| json!(m)),
     );
+    extra.insert("verify_on_open".into(), json!(!ctx.args.no_verify));
     extra.insert(
         "sizes".into(),
         Value::Array(per_size.into_values().collect()),

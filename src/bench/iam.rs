@@ -182,7 +182,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Outcome, String> {
     let c = ctx.concurrency(64);
     let tag = ctx.tag();
     let standins = Arc::new(StandIns::start(&tag).await.map_err(|e| e.to_string())?);
-    let config = served::config(standins.config(), ctx.args.cache_mb, true);
+    let config = served::config(standins.config(), ctx.args.cache_mb, !ctx.args.no_verify);
     let server = served::start(&ctx.exe, &ctx.dir, &config)?;
     progress!(
         "iam: engine serve pid {} on {}; {n} chains, {c} in flight",

@@ -60,7 +60,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Outcome, String> {
     let batch = ctx.args.batch as u64;
     let tag = ctx.tag();
     let standins = StandIns::start(&tag).await.map_err(|e| e.to_string())?;
-    let config = served::config(standins.config(), ctx.args.cache_mb, true);
+    let config = served::config(standins.config(), ctx.args.cache_mb, !ctx.args.no_verify);
     let server = served::start(&ctx.exe, &ctx.dir, &config)?;
     progress!(
         "ingest: engine serve pid {} on {}; {n} events in deliveries of {batch}, {c} in flight",

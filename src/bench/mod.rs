@@ -77,12 +77,20 @@ pub struct BenchArgs {
     /// `store.cache_mb` for the engine (sled's page cache); default sled's own (1 GiB).
     #[arg(long)]
     pub cache_mb: Option<u64>,
+    /// `store.verify_on_open: false` for the engine (it reads every record at start-up
+    /// otherwise, which takes a 1M-case store through sled's cache).
+    #[arg(long)]
+    pub no_verify: bool,
     /// Where the temporary state directory goes (default: the system's temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// Print one JSON object per scenario instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// `growth`: keep the stored cases in this directory and reuse them on the next run
+    /// (loading 1M cases takes minutes), e.g. to compare `--cache-mb` settings.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
     /// Keep the state directories (to look at the store afterwards, e.g. with
     /// `engine serve` and `/api/runs`).
     #[arg(long)]
