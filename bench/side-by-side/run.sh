@@ -40,11 +40,17 @@ for f in stub.js load.js floor.js workflow.json nodered_flows.json nodered_setti
   [ -f "$KIT/$f" ] || { echo "error: the kit is not at $KIT (no $f); set KIT" >&2; exit 2; }
 done
 mkdir -p "$OUT"
+# The engines' state (n8n's SQLite, Node-RED's user dir, Caseflow's data dir) goes here and
+# is removed at the end; OUT keeps the results and the logs.
+STATE=$(mktemp -d "${TMPDIR:-/tmp}/side-by-side.XXXXXX")
 RESULTS="$OUT/results.jsonl"; : > "$RESULTS"
 LOG="$OUT/run.log"; : > "$LOG"
 say() { echo "side-by-side: $*" | tee -a "$LOG" >&2; }
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  sleep 1; rm -rf "$STATE"
+}
 trap cleanup EXIT
 wants() { [[ " $ONLY " == *" $1 "* ]]; }
 
@@ -148,7 +154,7 @@ fi
 if wants nodered; then
   if install_nodered; then
     say "Node-RED 4.1.8"
-    UD="$OUT/nodered-userdir"; mkdir -p "$UD"; cp "$KIT/nodered_flows.json" "$UD/flows.json"
+    UD="$STATE/nodered-userdir"; mkdir -p "$UD"; cp "$KIT/nodered_flows.json" "$UD/flows.json"
     T0=$(date +%s.%N)
     "$NODE" "$PEERS/node-red/node_modules/node-red/red.js" -u "$UD" -s "$KIT/nodered_settings.js" > "$OUT/nodered.log" 2>&1 & P=$!; PIDS+=("$P")
     start_note nodered "$(ready http://127.0.0.1:1880/okta "$T0")"
@@ -167,7 +173,7 @@ if wants n8n; then
       cd "$PEERS/n8n" || exit 1
       # shellcheck disable=SC1091
       source "$KIT/env.sh"
-      export PATH=$NODE22:$PATH N8N_USER_FOLDER=$OUT/n8n-data
+      export PATH=$NODE22:$PATH N8N_USER_FOLDER=$STATE/n8n-data
       mkdir -p "$N8N_USER_FOLDER"
       ./node_modules/.bin/n8n import:workflow --input="$KIT/workflow.json" >> "$LOG" 2>&1 &&
         ./node_modules/.bin/n8n update:workflow --id=oktaSuspicious01 --active=true >> "$LOG" 2>&1
@@ -177,7 +183,7 @@ if wants n8n; then
       cd "$PEERS/n8n" || exit 1
       # shellcheck disable=SC1091
       source "$KIT/env.sh"
-      export PATH=$NODE22:$PATH N8N_USER_FOLDER=$OUT/n8n-data
+      export PATH=$NODE22:$PATH N8N_USER_FOLDER=$STATE/n8n-data
       exec ./node_modules/.bin/n8n start
     ) > "$OUT/n8n.log" 2>&1 & P=$!; PIDS+=("$P")
     S=$(ready http://127.0.0.1:5678/webhook/okta "$T0")
@@ -196,7 +202,7 @@ if wants caseflow; then
     (cd "$REPO" && cargo build --release --bin engine >> "$LOG" 2>&1) || { say "build failed"; exit 1; }
   fi
   say "Caseflow ($ENGINE serve bench/side-by-side/preprocess.yaml, strict durability)"
-  CF="$OUT/caseflow"; mkdir -p "$CF"
+  CF="$STATE/caseflow"; mkdir -p "$CF"
   cat > "$CF/config.yaml" <<'EOF'
 durability: strict          # an event is on disk before its run starts; steps are journaled
 http:
@@ -207,7 +213,7 @@ server:
 EOF
   T0=$(date +%s.%N)
   "$ENGINE" serve "$HERE/preprocess.yaml" --listen 127.0.0.1:18070 --data-dir "$CF/data" \
-    --config "$CF/config.yaml" > "$CF/serve.out" 2> "$CF/serve.err" & P=$!; PIDS+=("$P")
+    --config "$CF/config.yaml" > "$OUT/caseflow.out" 2> "$OUT/caseflow.log" & P=$!; PIDS+=("$P")
   start_note caseflow "$(ready http://127.0.0.1:18070/events/okta "$T0")"
   grid caseflow http://127.0.0.1:18070/events/okta "$P" 1 "$N1" "$N8" "$N32" || { say "Caseflow's runs were incomplete"; exit 1; }
   du -sb "$CF/data" | awk '{print "{\"engine\":\"caseflow\",\"data_dir_bytes\":" $1 "}"}' >> "$RESULTS"

@@ -238,7 +238,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Outcome, String> {
         );
         let config = served::config(standins.config(), ctx.args.cache_mb, !ctx.args.no_verify);
         let t_start = Instant::now();
-        let server = served::start(&ctx.exe, &ctx.dir, &config)?;
+        let server = served::start_on(&ctx.exe, &ctx.dir, &data, &config)?;
         let start_seconds = t_start.elapsed().as_secs_f64();
         let (rss_started, _) = rss_mb(Some(server.pid()));
         let warm = drive(

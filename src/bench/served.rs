@@ -26,6 +26,11 @@ pub struct Served {
 /// Write the playbooks and `config` (JSON, which is YAML) under `dir` and start the server
 /// on `dir/data`.
 pub fn start(exe: &Path, dir: &Path, config: &Value) -> Result<Served, String> {
+    start_on(exe, dir, &dir.join("data"), config)
+}
+
+/// Like [`start`], with the state in `data`.
+pub fn start_on(exe: &Path, dir: &Path, data: &Path, config: &Value) -> Result<Served, String> {
     let playbooks = dir.join("iam.yaml");
     std::fs::write(&playbooks, IAM_PLAYBOOKS).map_err(|e| format!("write playbooks: {e}"))?;
     let config_path = dir.join("config.yaml");
@@ -34,7 +39,7 @@ pub fn start(exe: &Path, dir: &Path, config: &Value) -> Result<Served, String> {
         serde_json::to_string_pretty(config).map_err(|e| e.to_string())?,
     )
     .map_err(|e| format!("write config: {e}"))?;
-    let data = dir.join("data");
+    let data = data.to_path_buf();
     let mut child = Command::new(exe)
         .arg("serve")
         .arg(&playbooks)
