@@ -242,8 +242,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Outcome, String> {
         let start_seconds = t_start.elapsed().as_secs_f64();
         let (rss_started, _) = rss_mb(Some(server.pid()));
         let warm = drive(
-            server.addr,
-            server.pid(),
+            &server,
             &standins,
             &tag,
             chain_first,
@@ -255,18 +254,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Outcome, String> {
         if let Err(e) = warm {
             return Err(format!("{e}; engine stderr: {}", server.stderr().trim()));
         }
-        let chains = match drive(
-            server.addr,
-            server.pid(),
-            &standins,
-            &tag,
-            chain_first + 1,
-            n,
-            c,
-            "growth",
-        )
-        .await
-        {
+        let chains = match drive(&server, &standins, &tag, chain_first + 1, n, c, "growth").await {
             Ok(ch) => ch,
             Err(e) => return Err(format!("{e}; engine stderr: {}", server.stderr().trim())),
         };

@@ -14,7 +14,6 @@
 //! Afterwards the server is stopped and the store reopened: every user must have exactly
 //! one case, `in_progress`, assigned, with a malicious IP.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,8 +80,7 @@ pub struct Chains {
 
 /// Run chains `first..first + n` with `c` in flight against the server at `addr`.
 pub async fn drive(
-    addr: SocketAddr,
-    pid: u32,
+    server: &served::Served,
     standins: &Arc<StandIns>,
     tag: &str,
     first: u64,
@@ -90,6 +88,7 @@ pub async fn drive(
     c: usize,
     name: &'static str,
 ) -> Result<Chains, String> {
+    let (addr, pid) = (server.addr, server.pid());
     let headers = Arc::new(format!("authorization: {}\r\n", served::HOOK_SECRET));
     let next = Arc::new(AtomicUsize::new(0));
     let cpu0 = cpu_seconds(Some(pid));
@@ -190,21 +189,11 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Outcome, String> {
         server.addr
     );
     // Warm up: connections, the intel client, the first flushes. Its user is chain n.
-    let warm = drive(
-        server.addr,
-        server.pid(),
-        &standins,
-        &tag,
-        n,
-        1,
-        1,
-        "iam warm-up",
-    )
-    .await;
+    let warm = drive(&server, &standins, &tag, n, 1, 1, "iam warm-up").await;
     if let Err(e) = warm {
         return Err(format!("{e}; engine stderr: {}", server.stderr().trim()));
     }
-    let chains = match drive(server.addr, server.pid(), &standins, &tag, 0, n, c, "iam").await {
+    let chains = match drive(&server, &standins, &tag, 0, n, c, "iam").await {
         Ok(ch) => ch,
         Err(e) => return Err(format!("{e}; engine stderr: {}", server.stderr().trim())),
     };

@@ -175,6 +175,9 @@ impl Latencies {
     pub fn len(&self) -> usize {
         self.0.len()
     }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
     /// The `q` quantile (0..1) in milliseconds, nearest rank.
     pub fn ms(&mut self, q: f64) -> f64 {
         if self.0.is_empty() {

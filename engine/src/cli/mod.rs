@@ -200,6 +200,10 @@ pub fn main_with(
     main_with_commands(make_registry, hooks, Vec::new())
 }
 
+/// What runs an [`ExtraCommand`]: its parsed arguments and a fresh registry in, an exit
+/// code or an error message out.
+pub type ExtraRun = Box<dyn Fn(&clap::ArgMatches, Registry) -> Result<ExitCode, String>>;
+
 /// A subcommand implemented outside the engine crate, listed by `engine --help` beside
 /// the engine's own (the binary's `engine bench` runs the IAM playbooks with the built-in
 /// steps, which the engine cannot depend on).
@@ -208,7 +212,7 @@ pub struct ExtraCommand {
     pub command: clap::Command,
     /// Runs it with its parsed arguments and a fresh registry; `Err` prints `error: ...`
     /// and exits 1.
-    pub run: Box<dyn Fn(&clap::ArgMatches, Registry) -> Result<ExitCode, String>>,
+    pub run: ExtraRun,
 }
 
 /// Like [`main_with`], with extra subcommands.
