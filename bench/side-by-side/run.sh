@@ -17,6 +17,7 @@
 #   N1 N8 N32            requests per level (default 1000 2000 2000)
 #   N8N_N1 N8N_N8 N8N_N32  the same for n8n, which is ~100x slower (default 200 400 400)
 #   SKIP_INSTALL=1       do not install missing peers (skip them)
+#   DURABILITY           Caseflow's `durability` (default strict; relaxed for comparison)
 #
 # Caseflow serves bench/side-by-side/preprocess.yaml with durable state (strict durability,
 # a data dir on disk), `http.allow_hosts: [127.0.0.1]` and `server.sources.okta.wait: true`
@@ -201,10 +202,10 @@ if wants caseflow; then
     say "building the engine (cargo build --release)"
     (cd "$REPO" && cargo build --release --bin engine >> "$LOG" 2>&1) || { say "build failed"; exit 1; }
   fi
-  say "Caseflow ($ENGINE serve bench/side-by-side/preprocess.yaml, strict durability)"
+  say "Caseflow ($ENGINE serve bench/side-by-side/preprocess.yaml, ${DURABILITY:-strict} durability)"
   CF="$STATE/caseflow"; mkdir -p "$CF"
-  cat > "$CF/config.yaml" <<'EOF'
-durability: strict          # an event is on disk before its run starts; steps are journaled
+  cat > "$CF/config.yaml" <<EOF
+durability: ${DURABILITY:-strict}  # strict: an event is on disk before its run starts, steps are journaled
 http:
   allow_hosts: [127.0.0.1]  # the stub is on loopback, which the outbound guard refuses otherwise
 server:
