@@ -9,6 +9,8 @@
 pub use engine;
 pub use steps;
 
+pub mod bench;
+
 /// A registry holding every built-in step type.
 pub fn builtin_registry() -> engine::Registry {
     let mut r = engine::Registry::new();

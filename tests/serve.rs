@@ -605,6 +605,70 @@ async fn api_needs_the_token_and_patch_fires_the_state_changed_playbook() {
     assert_eq!(r.status(), 400);
 }
 
+/// `server.sources.okta.wait: true`: a sender that posts to a fixed URL (no query string)
+/// gets the synchronous answer; `?wait=false` still gets the quick one, and other sources
+/// keep the default.
+#[tokio::test]
+async fn a_source_configured_to_wait_answers_when_its_runs_are_done() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config("").replace(
+        "  wait_timeout: 20s\n",
+        "  wait_timeout: 20s\n  sources:\n    okta: { wait: true }\n",
+    );
+    assert!(cfg.contains("okta: { wait: true }"));
+    let s = Server::start(tmp.path(), &cfg);
+    let c = client();
+    let post = |path: &str, body: Value| {
+        c.post(s.url(path))
+            .bearer_auth(API_TOKEN)
+            .json(&body)
+            .send()
+    };
+
+    let r = post(
+        "/events/okta",
+        threat("d0000000-0000-0000-0000-000000000001", "45.33.32.31"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["finished"], true, "{v}");
+    let run = &v["events"][0]["runs"][0];
+    assert_eq!(run["playbook"], "iam-preprocess", "{v}");
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["output"]["created"], true);
+
+    // An event no playbook takes: finished at once, with no runs.
+    let mut ignored = threat("d0000000-0000-0000-0000-000000000002", "45.33.32.32");
+    ignored["eventType"] = json!("user.session.end");
+    let r = post("/events/okta", ignored).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["finished"], true, "{v}");
+    assert_eq!(v["events"][0]["runs"], json!([]), "{v}");
+
+    // The query string still decides when it is there.
+    let r = post(
+        "/events/okta?wait=false",
+        threat("d0000000-0000-0000-0000-000000000003", "45.33.32.33"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["accepted"], 1, "{v}");
+    assert!(v.get("finished").is_none(), "{v}");
+
+    // Another source keeps the quick answer.
+    let r = post("/events/siem", json!({"uuid": "s-1", "kind": "alert"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let (code, _) = s.terminate();
+    assert_eq!(code, Some(0));
+}
+
 #[tokio::test]
 async fn malformed_and_oversized_bodies_are_json_errors() {
     let tmp = tempfile::tempdir().unwrap();

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::compile::{load_paths, Bundle};
 use crate::error::Diagnostic;
@@ -197,8 +197,48 @@ pub fn main_with(
     make_registry: impl Fn() -> Registry,
     hooks: Vec<crate::serve::EngineHook>,
 ) -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
+    main_with_commands(make_registry, hooks, Vec::new())
+}
+
+/// What runs an [`ExtraCommand`]: its parsed arguments and a fresh registry in, an exit
+/// code or an error message out.
+pub type ExtraRun = Box<dyn Fn(&clap::ArgMatches, Registry) -> Result<ExitCode, String>>;
+
+/// A subcommand implemented outside the engine crate, listed by `engine --help` beside
+/// the engine's own (the binary's `engine bench` runs the IAM playbooks with the built-in
+/// steps, which the engine cannot depend on).
+pub struct ExtraCommand {
+    /// Its clap definition: name, about, arguments.
+    pub command: clap::Command,
+    /// Runs it with its parsed arguments and a fresh registry; `Err` prints `error: ...`
+    /// and exits 1.
+    pub run: ExtraRun,
+}
+
+/// Like [`main_with`], with extra subcommands.
+pub fn main_with_commands(
+    make_registry: impl Fn() -> Registry,
+    hooks: Vec<crate::serve::EngineHook>,
+    extra: Vec<ExtraCommand>,
+) -> ExitCode {
+    let mut command = Cli::command();
+    for e in &extra {
+        command = command.subcommand(e.command.clone());
+    }
+    let parsed = command.try_get_matches().and_then(|m| {
+        if let Some((name, sub)) = m.subcommand() {
+            if let Some(e) = extra.iter().find(|e| e.command.get_name() == name) {
+                return Ok(Err((e, sub.clone())));
+            }
+        }
+        Cli::from_arg_matches(&m).map(Ok)
+    });
+    let cli = match parsed {
+        Ok(Ok(c)) => c,
+        Ok(Err((e, matches))) => {
+            init_tracing("warn");
+            return finish((e.run)(&matches, make_registry()));
+        }
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
@@ -214,6 +254,10 @@ pub fn main_with(
         Command::Test(args) => test::run(args, &make_registry),
         command => run(Cli { command }, make_registry(), hooks),
     };
+    finish(result)
+}
+
+fn finish(result: Result<ExitCode, String>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(msg) => {

@@ -8,6 +8,7 @@
 //!   flush_every_ms: 500     # sled's background flush interval
 //!   verify_on_open: true    # read every record once at open, so damaged files stop the
 //!                           # start instead of failing the first read that meets them
+//!   cache_mb: 64            # sled's page cache (default sled's 1 GiB)
 //! ```
 
 use serde_json::Value;
@@ -28,6 +29,8 @@ pub struct StoreOptions {
     /// Read every record once when opening, so that damaged files (whose pages sled only
     /// reads, and checksums, on first use) stop the open. Costs a full read of the store.
     pub verify_on_open: bool,
+    /// sled's page cache in MiB (`None`: sled's default, 1 GiB).
+    pub cache_mb: Option<u64>,
 }
 
 impl Default for StoreOptions {
@@ -36,6 +39,7 @@ impl Default for StoreOptions {
             durability: Durability::Strict,
             flush_every_ms: DEFAULT_FLUSH_EVERY_MS,
             verify_on_open: true,
+            cache_mb: None,
         }
     }
 }
@@ -77,6 +81,13 @@ impl StoreOptions {
                             })?
                         }
                         ("verify_on_open", Value::Bool(b)) => o.verify_on_open = *b,
+                        ("cache_mb", v) => {
+                            o.cache_mb = Some(v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
+                                Error::Config(format!(
+                                    "`store.cache_mb`: expected a number of MiB above 0, got {v}"
+                                ))
+                            })?)
+                        }
                         ("verify_on_open", v) => {
                             return Err(Error::Config(format!(
                                 "`store.verify_on_open`: expected true or false, got {v}"
@@ -84,7 +95,7 @@ impl StoreOptions {
                         }
                         (other, _) => {
                             return Err(Error::Config(format!(
-                                "`store.{other}`: unknown key (known: `flush_every_ms`, `verify_on_open`)"
+                                "`store.{other}`: unknown key (known: `flush_every_ms`, `verify_on_open`, `cache_mb`)"
                             )))
                         }
                     }
@@ -112,9 +123,10 @@ mod tests {
             StoreOptions::default()
         );
         let o = StoreOptions::from_config(
-            &json!({"durability": "relaxed", "store": {"flush_every_ms": 5000, "verify_on_open": false}}),
+            &json!({"durability": "relaxed", "store": {"flush_every_ms": 5000, "verify_on_open": false, "cache_mb": 64}}),
         )
         .unwrap();
+        assert_eq!(o.cache_mb, Some(64));
         assert_eq!(o.durability, Durability::Relaxed);
         assert_eq!(o.flush_every_ms, 5000);
         assert!(!o.verify_on_open);
@@ -124,6 +136,8 @@ mod tests {
             json!({"store": {"flush_every_ms": "soon"}}),
             json!({"store": {"flush_every": 1}}),
             json!({"store": {"verify_on_open": "yes"}}),
+            json!({"store": {"cache_mb": 0}}),
+            json!({"store": {"cache_mb": "big"}}),
             json!({"store": []}),
         ] {
             assert!(StoreOptions::from_config(&bad).is_err(), "{bad}");

@@ -219,9 +219,12 @@ impl SledStore {
         options: StoreOptions,
     ) -> Result<Self, StoreError> {
         let path = dir.as_ref().to_path_buf();
-        let config = sled::Config::new()
+        let mut config = sled::Config::new()
             .path(&path)
             .flush_every_ms((options.flush_every_ms > 0).then_some(options.flush_every_ms));
+        if let Some(mb) = options.cache_mb {
+            config = config.cache_capacity(mb.saturating_mul(1024 * 1024));
+        }
         // sled 0.34 can panic on some damaged files; a store that cannot be opened must
         // be an error people can act on, not a crash.
         // The data dir is locked per process; a handle of this process that was just

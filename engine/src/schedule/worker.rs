@@ -193,6 +193,12 @@ impl Engine {
     /// Waits until the runs started directly by inbox entry `seq` have finished, at most
     /// `timeout`; `None` on timeout. An entry that started no run gives an empty list; an
     /// entry number never handed out is an error. Reports are sorted by playbook.
+    ///
+    /// The store is read until the worker has taken the entry (which names its runs); from
+    /// then on the reports come from [`Engine::subscribe`], and the store is read again only
+    /// for a run that finished before this call subscribed, or when the subscription lagged.
+    /// (Re-reading every run with its journal whenever the worker made progress cost more
+    /// than the runs themselves with many callers waiting.)
     pub async fn wait_for(
         &self,
         seq: u64,
@@ -201,30 +207,73 @@ impl Engine {
         let store = self.store_required()?;
         let deadline = deadline_after(timeout);
         let mut finished = self.subscribe();
+        // This entry's runs, once the worker took it; and those seen finished so far.
+        let mut runs: Option<Vec<String>> = None;
+        let mut done: Vec<RunReport> = Vec::new();
+        // Whether the store must be asked about the runs not seen finished (first time, or
+        // after the subscription lagged).
+        let mut check_store = true;
         loop {
             // Registered before the store is read, so progress in between is not missed.
             let progressed = self.shared.progress.notified();
             tokio::pin!(progressed);
             progressed.as_mut().enable();
-            match store.inbox_entry(seq).await? {
-                InboxEntry::Unknown => {
-                    return Err(crate::Error::Event(format!("no inbox entry {seq}")))
-                }
-                InboxEntry::Queued => {}
-                InboxEntry::Dispatched(run_ids) => {
-                    if let Some(reports) = finished_reports(store.as_ref(), &run_ids).await? {
-                        return Ok(Some(reports));
+            if runs.is_none() {
+                match store.inbox_entry(seq).await? {
+                    InboxEntry::Unknown => {
+                        return Err(crate::Error::Event(format!("no inbox entry {seq}")))
                     }
+                    InboxEntry::Queued => {}
+                    InboxEntry::Dispatched(run_ids) => runs = Some(run_ids),
                 }
             }
+            if let Some(ids) = &runs {
+                if check_store {
+                    check_store = false;
+                    for id in ids {
+                        if done.iter().any(|r| &r.run_id == id) {
+                            continue;
+                        }
+                        // The summary first: reading a running run's journal is wasted.
+                        let ended = store
+                            .run_record(id)
+                            .await?
+                            .is_some_and(|r| r.to_report().is_some());
+                        if ended {
+                            if let Some(report) =
+                                store.get_run(id).await?.and_then(|r| r.to_report())
+                            {
+                                done.push(report);
+                            }
+                        }
+                    }
+                }
+                if ids.iter().all(|id| done.iter().any(|r| &r.run_id == id)) {
+                    let mut reports: Vec<RunReport> = done
+                        .into_iter()
+                        .filter(|r| ids.contains(&r.run_id))
+                        .collect();
+                    reports.sort_by(|a, b| a.playbook.cmp(&b.playbook));
+                    return Ok(Some(reports));
+                }
+            }
+            let waiting_for_worker = runs.is_none();
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => return Ok(None),
-                    _ = &mut progressed => break,
+                    _ = &mut progressed, if waiting_for_worker => break,
                     r = finished.recv() => match r {
-                        Ok(report) if report.inbox_seq == Some(seq) => break,
+                        Ok(report) if report.inbox_seq == Some(seq) => {
+                            if !done.iter().any(|d| d.run_id == report.run_id) {
+                                done.push((*report).clone());
+                            }
+                            break;
+                        }
                         Ok(_) => continue,
-                        Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            check_store = true;
+                            break;
+                        }
                         // The engine owns the sender: it cannot close while `self` lives.
                         Err(broadcast::error::RecvError::Closed) => return Ok(None),
                     },
@@ -442,20 +491,4 @@ impl Engine {
         store.flush().await?;
         Ok(())
     }
-}
-
-/// The reports of these runs when every one has finished.
-async fn finished_reports(
-    store: &dyn Store,
-    run_ids: &[String],
-) -> Result<Option<Vec<RunReport>>, crate::Error> {
-    let mut reports = Vec::with_capacity(run_ids.len());
-    for id in run_ids {
-        match store.get_run(id).await?.and_then(|r| r.to_report()) {
-            Some(report) => reports.push(report),
-            None => return Ok(None),
-        }
-    }
-    reports.sort_by(|a, b| a.playbook.cmp(&b.playbook));
-    Ok(Some(reports))
 }

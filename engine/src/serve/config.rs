@@ -2,6 +2,7 @@
 //! and `okta.poll` (with `okta.url`, `okta.token`, `okta.rate_limit_max_wait`). Everything
 //! is checked at start-up, so a bad value stops the server before it listens.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -32,6 +33,29 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// `okta.poll`, when present.
     pub poll: Option<PollConfig>,
+    /// `server.sources.<name>`: per-source settings of `POST /events/{source}`.
+    pub sources: BTreeMap<String, SourceConfig>,
+}
+
+/// `server.sources.<name>`: how `POST /events/<name>` answers.
+///
+/// ```yaml
+/// server:
+///   sources:
+///     okta: { wait: true }   # answer when the runs are finished, as with `?wait=true`
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceConfig {
+    /// Answer synchronously unless the request says `?wait=false`: for senders that cannot
+    /// add a query string to the URL they post to.
+    pub wait: bool,
+}
+
+impl ServeConfig {
+    /// Whether `POST /events/{source}` waits for the runs when the request does not say.
+    pub fn waits_by_default(&self, source: &str) -> bool {
+        self.sources.get(source).is_some_and(|s| s.wait)
+    }
 }
 
 impl Default for ServeConfig {
@@ -43,6 +67,7 @@ impl Default for ServeConfig {
             wait_timeout: DEFAULT_WAIT_TIMEOUT,
             shutdown_grace: Duration::from_secs(10),
             poll: None,
+            sources: BTreeMap::new(),
         }
     }
 }
@@ -149,8 +174,56 @@ impl ServeConfig {
             wait_timeout,
             shutdown_grace: duration(config, "server.shutdown_grace", Duration::from_secs(10))?,
             poll: PollConfig::from_config(config)?,
+            sources: sources(config)?,
         })
     }
+}
+
+/// `server.sources`: a mapping from source names (as in `POST /events/{source}`) to
+/// `{wait: bool}`.
+fn sources(config: &Value) -> Result<BTreeMap<String, SourceConfig>, ServeError> {
+    let Some(v) = get(config, "server.sources") else {
+        return Ok(BTreeMap::new());
+    };
+    let Some(map) = v.as_object() else {
+        return Err(ServeError::Config(
+            "`server.sources` must be a mapping of source names, e.g. `{okta: {wait: true}}`"
+                .into(),
+        ));
+    };
+    let mut out = BTreeMap::new();
+    for (name, settings) in map {
+        super::events::check_source(name)
+            .map_err(|e| ServeError::Config(format!("`server.sources.{name}`: {}", e.message())))?;
+        let mut source = SourceConfig::default();
+        match settings {
+            Value::Null => {}
+            Value::Object(keys) => {
+                for (k, v) in keys {
+                    match (k.as_str(), v) {
+                        ("wait", Value::Bool(b)) => source.wait = *b,
+                        ("wait", _) => {
+                            return Err(ServeError::Config(format!(
+                                "`server.sources.{name}.wait` must be true or false"
+                            )))
+                        }
+                        _ => {
+                            return Err(ServeError::Config(format!(
+                                "unknown key `server.sources.{name}.{k}` (known: wait)"
+                            )))
+                        }
+                    }
+                }
+            }
+            _ => {
+                return Err(ServeError::Config(format!(
+                    "`server.sources.{name}` must be a mapping such as `{{wait: true}}`"
+                )))
+            }
+        }
+        out.insert(name.clone(), source);
+    }
+    Ok(out)
 }
 
 impl PollConfig {
@@ -227,6 +300,26 @@ mod tests {
         let c = ServeConfig::from_config(&json!({"server": {"body_limit": 2048}})).unwrap();
         assert_eq!(c.body_limit, 2048);
         assert!(ServeConfig::from_config(&json!({"server": {"body_limit": "lots"}})).is_err());
+    }
+
+    #[test]
+    fn sources_say_which_answer_synchronously() {
+        let c = ServeConfig::from_config(&json!({"server": {"sources": {
+            "okta": {"wait": true}, "siem": {"wait": false}, "edr": null}}}))
+        .unwrap();
+        assert!(c.waits_by_default("okta"));
+        assert!(!c.waits_by_default("siem") && !c.waits_by_default("edr"));
+        assert!(!c.waits_by_default("other"));
+        for bad in [
+            json!({"server": {"sources": []}}),
+            json!({"server": {"sources": {"okta": {"wait": "yes"}}}}),
+            json!({"server": {"sources": {"okta": {"sync": true}}}}),
+            json!({"server": {"sources": {"okta": true}}}),
+            json!({"server": {"sources": {"case.created": {"wait": true}}}}),
+            json!({"server": {"sources": {"Bad/Name": {"wait": true}}}}),
+        ] {
+            assert!(ServeConfig::from_config(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

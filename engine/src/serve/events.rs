@@ -9,7 +9,10 @@
 //! comes when the runs each event started have finished, like the synchronous webhooks of
 //! Torq and Tines: `200` with each event's `runs` (`run_id`, `playbook`, `status`, `output`,
 //! `error`); events still running at the timeout have `"finished": false` and the answer is
-//! `202`. Case-event sources (`case.*`) cannot be posted: only the engine emits those.
+//! `202`. A source configured with `server.sources.<name>.wait: true` answers that way
+//! without the query string (for senders that post to a fixed URL); `?wait=false` still gets
+//! the quick `202`. Case-event sources (`case.*`) cannot be posted: only the engine emits
+//! those.
 
 use std::time::Duration;
 
@@ -90,7 +93,12 @@ pub async fn post(
     check_source(&source).map_err(|e| reject("bad_source", e))?;
     let Query(params) =
         params.map_err(|e| reject("bad_query", ApiError::bad_request(e.body_text())))?;
-    let wait = flag(&params.wait, "wait").map_err(|e| reject("bad_query", e))?;
+    // `server.sources.<source>.wait` answers synchronously for senders that cannot add
+    // `?wait=true` to the URL; `?wait=false` still asks for the quick answer.
+    let wait = match &params.wait {
+        None => state.config.waits_by_default(&source),
+        Some(_) => flag(&params.wait, "wait").map_err(|e| reject("bad_query", e))?,
+    };
     let timeout = match &params.timeout {
         None => state.config.wait_timeout,
         Some(t) => humantime::parse_duration(t.trim())

@@ -233,6 +233,8 @@ impl Clock for SystemClock {
 #[derive(Clone)]
 pub struct Services {
     extensions: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    /// What steps build once and share ([`Services::shared`]); clones share it.
+    shared: Arc<std::sync::Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>>,
     /// The case store; `None` for bundles that never touch cases.
     pub store: Option<Arc<dyn Store>>,
     /// The configuration file, as JSON (secrets already substituted).
@@ -246,6 +248,7 @@ impl Default for Services {
     fn default() -> Self {
         Services {
             extensions: HashMap::new(),
+            shared: Arc::default(),
             store: None,
             config: Arc::new(Value::Object(Default::default())),
             clock: Arc::new(SystemClock),
@@ -282,6 +285,26 @@ impl Services {
         self.extensions
             .get(&TypeId::of::<T>())
             .and_then(|v| v.clone().downcast::<T>().ok())
+    }
+
+    /// The one `T` of these services, made by `make` on first use: state steps keep
+    /// across calls for the life of the engine (an HTTP client with its connection pool,
+    /// say), rather than in a static that would outlive the engine and its runtime. An
+    /// `engine serve` process has one; each playbook test has its own.
+    pub fn shared<T: Any + Send + Sync>(&self, make: impl FnOnce() -> T) -> Arc<T> {
+        let mut map = self
+            .shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(v) = map
+            .get(&TypeId::of::<T>())
+            .and_then(|v| v.clone().downcast::<T>().ok())
+        {
+            return v;
+        }
+        let v = Arc::new(make());
+        map.insert(TypeId::of::<T>(), v.clone());
+        v
     }
 }
 
@@ -330,6 +353,11 @@ impl StepContext {
 
     pub fn service<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
         self.services.get::<T>()
+    }
+
+    /// See [`Services::shared`].
+    pub fn shared<T: Any + Send + Sync>(&self, make: impl FnOnce() -> T) -> Arc<T> {
+        self.services.shared(make)
     }
 
     /// The case store, or a permanent error when the engine runs without one.

@@ -150,12 +150,16 @@ impl GuardedClient {
     }
 
     /// The embedder's shared client if one was put in the services
-    /// (`services.insert(Arc::new(GuardedClient::..))`), else one built from the config.
+    /// (`services.insert(Arc::new(GuardedClient::..))`), else the engine's client for the
+    /// config's `http:` settings, built on first use and then reused, so its connections
+    /// are kept alive between steps (building a client, TLS roots included, costs far more
+    /// than a request to a nearby API).
     pub fn for_context(ctx: &StepContext) -> Result<Arc<Self>, ConfigError> {
-        match ctx.service::<GuardedClient>() {
-            Some(c) => Ok(c),
-            None => Self::from_config(ctx.config()).map(Arc::new),
+        if let Some(c) = ctx.service::<GuardedClient>() {
+            return Ok(c);
         }
+        let config = ClientConfig::from_config(ctx.config())?;
+        ctx.shared(ClientCache::default).get(config)
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -171,6 +175,28 @@ impl GuardedClient {
     pub fn request(&self, method: Method, url: Url) -> Result<RequestBuilder, GuardError> {
         self.check(&url)?;
         Ok(self.client.request(method, url))
+    }
+}
+
+/// Clients by their settings, for [`GuardedClient::for_context`]: one engine's steps share
+/// them (see `engine::Services::shared`).
+#[derive(Default)]
+pub struct ClientCache(std::sync::Mutex<Vec<(ClientConfig, Arc<GuardedClient>)>>);
+
+impl ClientCache {
+    /// The client for `config`, built the first time it is asked for.
+    pub fn get(&self, config: ClientConfig) -> Result<Arc<GuardedClient>, ConfigError> {
+        let mut clients = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, c)) = clients.iter().find(|(k, _)| *k == config) {
+            return Ok(c.clone());
+        }
+        let client = Arc::new(GuardedClient::new(config.clone())?);
+        // A handful of settings at most (the config's, the intel section's); bounded anyway.
+        if clients.len() >= 16 {
+            clients.remove(0);
+        }
+        clients.push((config, client.clone()));
+        Ok(client)
     }
 }
 

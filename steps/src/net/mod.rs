@@ -13,8 +13,8 @@ pub mod guard;
 pub mod secret;
 
 pub use client::{
-    guarded_client, read_body, redact_url, step_error, ClientConfig, ConfigError, GuardedClient,
-    MAX_BODY_BYTES,
+    guarded_client, read_body, redact_url, step_error, ClientCache, ClientConfig, ConfigError,
+    GuardedClient, MAX_BODY_BYTES,
 };
 pub use guard::{check_host, check_ip, check_url, AllowList, GuardError, GuardedResolver};
 pub use secret::Secret;
