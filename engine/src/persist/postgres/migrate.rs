@@ -23,11 +23,6 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
     sql: include_str!("migrations/0001_initial.sql"),
 }];
 
-/// The schema version this code writes and reads.
-pub(crate) fn latest() -> i32 {
-    MIGRATIONS.last().map_or(0, |m| m.version)
-}
-
 /// A checksum of a migration's SQL (FNV-1a, 64 bits), to notice an edited file.
 fn checksum(sql: &str) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
