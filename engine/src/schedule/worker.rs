@@ -68,6 +68,9 @@ impl Default for WorkerConfig {
     }
 }
 
+/// How often a worker on a store shared by several processes looks for runs to take over.
+const TAKEOVER_EVERY: Duration = Duration::from_secs(1);
+
 /// The longest interval or grace period the worker accepts (longer values are clamped).
 const LONGEST: Duration = Duration::from_secs(24 * 3600);
 
@@ -324,9 +327,20 @@ impl Engine {
         }
         // Deadlines that passed while the engine was stopped are swept at once.
         let mut next_sla = Instant::now();
+        // Other processes sharing the store wake this one when they commit work, and their
+        // runs are taken over once they are gone (stores of one process have neither).
+        let external = store.wake_signal();
+        let mut next_takeover = Instant::now() + TAKEOVER_EVERY;
         loop {
             let woken = self.shared.wake.notified();
             tokio::pin!(woken);
+            let woken_elsewhere = async {
+                match &external {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(woken_elsewhere);
             if shutdown.is_cancelled() {
                 return Ok(());
             }
@@ -360,6 +374,13 @@ impl Engine {
                 }
             }
             let now = Instant::now();
+            if external.is_some() && now >= next_takeover {
+                next_takeover = now + TAKEOVER_EVERY;
+                for job in self.taken_over().await? {
+                    self.launch(job, runs);
+                    found = true;
+                }
+            }
             if now >= next_sla {
                 next_sla = now + cfg.sla_every;
                 let breached = self.mark_sla_breaches(self.now()).await?;
@@ -378,10 +399,14 @@ impl Engine {
             if found && runs.len() < cfg.max_runs {
                 continue;
             }
-            let next_tick = next_hook.map_or(next_sla, |h| h.min(next_sla));
+            let mut next_tick = next_hook.map_or(next_sla, |h| h.min(next_sla));
+            if external.is_some() {
+                next_tick = next_tick.min(next_takeover);
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = &mut woken => {}
+                _ = &mut woken_elsewhere => {}
                 _ = tokio::time::sleep_until(next_tick) => {}
                 Some(r) = runs.join_next(), if !runs.is_empty() => {
                     if let Err(e) = r {

@@ -111,7 +111,9 @@ pub fn drop_schema(schema: &str) {
             };
             tokio::spawn(conn);
             let _ = client
-                .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .batch_execute(&format!(
+                    "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {schema} CASCADE"
+                ))
                 .await;
         });
     })

@@ -140,7 +140,7 @@ impl PgStore {
             None => problems.push("table `caseflow_counters` has no `next_case_id`".into()),
         }
         let last_event: i64 = q(
-            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM case_event_ids",
+            "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM case_event_ids",
         )
         .await?
         .first()

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio_postgres::types::Json;
 
 use super::PgStore;
-use crate::cases::{Case, CaseEvent, Timestamp};
+use crate::cases::{Case, CaseEvent, CaseId, Timestamp};
 use crate::persist::keys::{self, Tree};
 use crate::persist::ops::{meta_u64, KvRead};
 use crate::persist::runs::RunRecord;
@@ -116,7 +116,10 @@ pub async fn copy_store(from: &SledStore, to: &PgStore) -> Result<CopyReport, St
         let parts = keys::strs(&k);
         let rec: Value = serde_json::from_slice(&v)
             .map_err(|e| bad(Tree::IdempotencyResult, &k, format!("bad idempotency record: {e}")))?;
-        let case_id = rec.get("case_id").and_then(Value::as_u64);
+        let case_id = rec
+            .get("case_id")
+            .and_then(|v| serde_json::from_value::<CaseId>(v.clone()).ok())
+            .map(|c| c.0);
         let (Some([run, step]), Some(case_id)) = (parts.as_deref(), case_id) else {
             return Err(bad(Tree::IdempotencyResult, &k, "bad idempotency record".into()));
         };
@@ -240,7 +243,7 @@ pub async fn copy_store(from: &SledStore, to: &PgStore) -> Result<CopyReport, St
     for (seq, next) in [("case_event_ids", next_event), ("inbox_seqs", next_seq)] {
         // setval(n, false): the next nextval returns n.
         tx.execute(
-            "SELECT setval($1::regclass, $2, false)",
+            "SELECT setval($1::text::regclass, $2, false)",
             &[&seq, &next.max(1)],
         )
         .await

@@ -91,6 +91,7 @@ pub(crate) async fn run_list(
     }
     if let Some((&newest, (name, _))) = applied.iter().next_back() {
         if newest > known {
+            tx.rollback().await?;
             return Err(MigrateError::Refused(format!(
                 "schema version {newest} (`{name}`) is newer than this engine supports ({known}); upgrade caseflow, or point `--database-url` at another database or schema"
             )));
@@ -100,6 +101,7 @@ pub(crate) async fn run_list(
     for m in migrations {
         match applied.get(&m.version) {
             Some((_, sum)) if *sum != checksum(m.sql) => {
+                tx.rollback().await?;
                 return Err(MigrateError::Refused(format!(
                     "migration {} (`{}`) was applied from different SQL than this engine has; the schema was changed by hand or by a modified build",
                     m.version, m.name

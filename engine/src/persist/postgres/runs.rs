@@ -470,7 +470,7 @@ impl PgStore {
             return Ok(InboxEntry::Queued);
         }
         let stmt = conn
-            .prepare_cached("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM inbox_seqs")
+            .prepare_cached("SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM inbox_seqs")
             .await
             .map_err(|e| self.db(e))?;
         let last: i64 = conn
