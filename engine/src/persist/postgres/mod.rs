@@ -64,6 +64,8 @@ pub struct PgStore {
     schema: String,
     durability: Durability,
     me: Arc<Liveness>,
+    /// Concurrent `enqueue_incoming` calls of this process, written in one transaction.
+    ingest: super::combine::Combiner<Vec<super::NewIncoming>, Vec<super::Enqueued>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -266,6 +268,7 @@ impl PgStore {
             schema: target.schema,
             durability: store_options.durability,
             me,
+            ingest: Default::default(),
         })
     }
 
@@ -457,7 +460,21 @@ impl super::Inbox for PgStore {
         &self,
         events: Vec<super::NewIncoming>,
     ) -> Result<Vec<super::Enqueued>, StoreError> {
-        self.pg_enqueue(&events).await
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Concurrent callers share one transaction (one commit, one WAL flush).
+        self.ingest
+            .submit(events, |batch: Vec<Vec<super::NewIncoming>>| async move {
+                let lens: Vec<usize> = batch.iter().map(Vec::len).collect();
+                let flat: Vec<super::NewIncoming> = batch.into_iter().flatten().collect();
+                let mut out = self.pg_enqueue(&flat).await?.into_iter();
+                Ok(lens
+                    .iter()
+                    .map(|n| out.by_ref().take(*n).collect())
+                    .collect())
+            })
+            .await
     }
 
     async fn pending_incoming(&self, limit: usize) -> Result<Vec<super::Incoming>, StoreError> {
