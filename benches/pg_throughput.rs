@@ -148,7 +148,10 @@ async fn wait_done(client: &reqwest::Client, base: &str, want: usize) {
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut quiet_since: Option<Instant> = None;
     loop {
-        let pre = get(format!("{base}/api/runs?playbook=iam-preprocess&limit=1000")).await;
+        let pre = get(format!(
+            "{base}/api/runs?playbook=iam-preprocess&limit=1000"
+        ))
+        .await;
         let done = pre["runs"]
             .as_array()
             .map_or(0, |r| r.iter().filter(|r| r["status"] != "running").count());
@@ -156,7 +159,8 @@ async fn wait_done(client: &reqwest::Client, base: &str, want: usize) {
         let depth = get(format!("{base}/healthz")).await["inbox_depth"]
             .as_u64()
             .unwrap_or(1);
-        let idle = done >= want && running["runs"].as_array().is_some_and(|r| r.is_empty()) && depth == 0;
+        let idle =
+            done >= want && running["runs"].as_array().is_some_and(|r| r.is_empty()) && depth == 0;
         match (idle, quiet_since) {
             // Case events may still start runs: idle for 300 ms counts as done.
             (true, Some(t)) if t.elapsed() > Duration::from_millis(300) => return,
@@ -179,9 +183,8 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
-    let db = std::env::var("CASEFLOW_TEST_DATABASE_URL").unwrap_or_else(|_| {
-        "postgres://caseflow:caseflow@127.0.0.1:5432/caseflow_test".into()
-    });
+    let db = std::env::var("CASEFLOW_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://caseflow:caseflow@127.0.0.1:5432/caseflow_test".into());
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)

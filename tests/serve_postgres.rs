@@ -41,11 +41,7 @@ struct Schema {
 
 impl Schema {
     async fn new() -> Schema {
-        let name = format!(
-            "serve_{}_{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        );
+        let name = format!("serve_{}_{:08x}", std::process::id(), rand::random::<u32>());
         let s = Schema { name };
         // Fail early, with instructions, when there is no server.
         let _ = s.client().await;
@@ -169,9 +165,9 @@ impl Server {
                 let _ = tx.send(line);
             }
         });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
-            panic!("no address printed; stderr: {}", stderr.lock().unwrap())
-        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no address printed; stderr: {}", stderr.lock().unwrap()));
         let base = line
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line `{line}`"))
@@ -283,7 +279,11 @@ fn check_cli(url: &str) {
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(out.contains("is consistent"), "{out}");
     assert!(!out.contains(":caseflow@"), "no password in output: {out}");
 }
@@ -330,16 +330,21 @@ async fn two_processes_lose_nothing_when_one_is_killed_three_times() {
     let took = started.elapsed();
     // Every acknowledged event has its pre-processing run, and it finished.
     let runs: BTreeMap<String, String> = schema
-        .query(
-            "SELECT record->>'event_key', status FROM runs WHERE playbook = 'iam-preprocess'",
-        )
+        .query("SELECT record->>'event_key', status FROM runs WHERE playbook = 'iam-preprocess'")
         .await
         .iter()
         .map(|r| (r.get::<_, Option<String>>(0).unwrap_or_default(), r.get(1)))
         .collect();
     let missing: Vec<&String> = acked.iter().filter(|k| !runs.contains_key(*k)).collect();
-    assert!(missing.is_empty(), "acknowledged but never run: {missing:?}");
-    assert!(acked.len() >= EVENTS - 3, "most deliveries acknowledged: {}", acked.len());
+    assert!(
+        missing.is_empty(),
+        "acknowledged but never run: {missing:?}"
+    );
+    assert!(
+        acked.len() >= EVENTS - 3,
+        "most deliveries acknowledged: {}",
+        acked.len()
+    );
     let unfinished = schema
         .count("SELECT count(*) FROM runs WHERE status NOT IN ('succeeded', 'failed')")
         .await;
@@ -353,7 +358,10 @@ async fn two_processes_lose_nothing_when_one_is_killed_three_times() {
     assert!(failed.is_empty(), "{failed:#?}");
     let per_user = cases_per_user(&schema).await;
     assert_eq!(per_user.len(), USERS, "{per_user:?}");
-    assert!(per_user.values().all(|n| *n == 1), "a user with two cases: {per_user:?}");
+    assert!(
+        per_user.values().all(|n| *n == 1),
+        "a user with two cases: {per_user:?}"
+    );
     let dup_runs = schema
         .count(
             "SELECT count(*) FROM (SELECT record->>'event_key' FROM runs WHERE playbook = 'iam-preprocess'
@@ -380,10 +388,19 @@ async fn a_burst_for_one_user_over_two_processes_opens_one_case() {
     let c = client();
     let mut set = tokio::task::JoinSet::new();
     for i in 0..50 {
-        let base = if i % 2 == 0 { a.base.clone() } else { b.base.clone() };
+        let base = if i % 2 == 0 {
+            a.base.clone()
+        } else {
+            b.base.clone()
+        };
         let c = c.clone();
         set.spawn(async move {
-            deliver(&c, &base, alert(&format!("burst-{i:04}"), "bob.builder@acme.example")).await
+            deliver(
+                &c,
+                &base,
+                alert(&format!("burst-{i:04}"), "bob.builder@acme.example"),
+            )
+            .await
         });
     }
     let mut acked = 0;

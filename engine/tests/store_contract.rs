@@ -780,7 +780,10 @@ async fn check_inbox_queue(s: &dyn Store) {
     assert_eq!(pending[2].received_at, t(4));
     assert_eq!(s.pending_incoming(1).await.unwrap().len(), 1);
     let started = s
-        .start_runs(RunOrigin::Inbox(1), &[run_record("r1", "pb"), run_record("r2", "pb2")])
+        .start_runs(
+            RunOrigin::Inbox(1),
+            &[run_record("r1", "pb"), run_record("r2", "pb2")],
+        )
         .await
         .unwrap();
     assert_eq!(started, [true, true]);
@@ -798,7 +801,10 @@ async fn check_inbox_queue(s: &dyn Store) {
     assert_eq!(s.inbox_entry(99).await.unwrap(), InboxEntry::Unknown);
     assert_eq!(s.inbox_entry(0).await.unwrap(), InboxEntry::Unknown);
     s.start_runs(RunOrigin::Inbox(2), &[]).await.unwrap();
-    assert_eq!(s.inbox_entry(2).await.unwrap(), InboxEntry::Dispatched(vec![]));
+    assert_eq!(
+        s.inbox_entry(2).await.unwrap(),
+        InboxEntry::Dispatched(vec![])
+    );
     assert_eq!(
         s.pending_incoming(10)
             .await
@@ -822,13 +828,23 @@ async fn check_run_journal(s: &dyn Store) {
         [true, true]
     );
     let (s0, s1) = (step("one", 0), step("two", 1));
-    s.record_steps(&a.summary.run_id, &[(0, &s0)]).await.unwrap();
-    s.record_steps(&a.summary.run_id, &[(1, &s1)]).await.unwrap();
+    s.record_steps(&a.summary.run_id, &[(0, &s0)])
+        .await
+        .unwrap();
+    s.record_steps(&a.summary.run_id, &[(1, &s1)])
+        .await
+        .unwrap();
     s.sync().await.unwrap();
     let got = s.get_run("2026-a").await.unwrap().unwrap();
     assert_eq!(got.steps, [s0.clone(), s1.clone()]);
     assert_eq!(got.input, a.input);
-    assert!(s.run_record("2026-a").await.unwrap().unwrap().steps.is_empty());
+    assert!(s
+        .run_record("2026-a")
+        .await
+        .unwrap()
+        .unwrap()
+        .steps
+        .is_empty());
     let unfinished = s.unfinished_runs().await.unwrap();
     assert_eq!(
         unfinished
@@ -849,7 +865,9 @@ async fn check_run_journal(s: &dyn Store) {
     assert_eq!(got.steps, [s0, s1, s2]);
     assert_eq!(got.summary.status, RunState::Failed);
     assert_eq!(got.output, Some(json!({"out": true})));
-    s.park_runs(&["2026-b".into(), "2026-a".into()]).await.unwrap();
+    s.park_runs(&["2026-b".into(), "2026-a".into()])
+        .await
+        .unwrap();
     let left = s.unfinished_runs().await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].summary.status, RunState::Parked);
@@ -894,7 +912,10 @@ async fn check_run_journal(s: &dyn Store) {
 }
 
 async fn check_case_event_deliveries(s: &dyn Store) {
-    let out = s.create(new_case("c", Severity::Low), &meta(0)).await.unwrap();
+    let out = s
+        .create(new_case("c", Severity::Low), &meta(0))
+        .await
+        .unwrap();
     let ev = out.event_ids[0];
     assert_eq!(s.pending_events(10).await.unwrap()[0].id, ev);
     let started = s
@@ -918,8 +939,15 @@ async fn check_case_event_deliveries(s: &dyn Store) {
         )
         .await
         .unwrap();
-    assert_eq!(again, [false, true], "a playbook already started is not started again");
-    assert!(s.pending_events(10).await.unwrap().is_empty(), "acknowledged");
+    assert_eq!(
+        again,
+        [false, true],
+        "a playbook already started is not started again"
+    );
+    assert!(
+        s.pending_events(10).await.unwrap().is_empty(),
+        "acknowledged"
+    );
     assert!(s.deliveries(ev).await.unwrap().is_empty());
     let late = s
         .start_runs(
@@ -931,9 +959,16 @@ async fn check_case_event_deliveries(s: &dyn Store) {
         )
         .await
         .unwrap();
-    assert_eq!(late, [false], "nothing starts for an event no longer pending");
+    assert_eq!(
+        late,
+        [false],
+        "nothing starts for an event no longer pending"
+    );
     // start_delivery / deliveries / ack_event.
-    let out = s.create(new_case("d", Severity::Low), &meta(1)).await.unwrap();
+    let out = s
+        .create(new_case("d", Severity::Low), &meta(1))
+        .await
+        .unwrap();
     let ev = out.event_ids[0];
     assert!(s.start_delivery(ev, "zeta", "run-1").await.unwrap());
     assert!(!s.start_delivery(ev, "zeta", "run-2").await.unwrap());

@@ -263,11 +263,23 @@ async fn check_finds_rows_out_of_line_with_the_cases() {
     .await;
     let problems = t.check().await.unwrap();
     let has = |s: &str| problems.iter().any(|p| p.contains(s));
-    assert!(has("table `case_tags`: entry for CASE-000001 (batch-1): missing"), "{problems:?}");
-    assert!(has("table `case_observables`: entry for CASE-000002 (user ghost): stale"), "{problems:?}");
+    assert!(
+        has("table `case_tags`: entry for CASE-000001 (batch-1): missing"),
+        "{problems:?}"
+    );
+    assert!(
+        has("table `case_observables`: entry for CASE-000002 (user ghost): stale"),
+        "{problems:?}"
+    );
     assert!(has("CASE-000002: indexed columns disagree"), "{problems:?}");
-    assert!(has("step `s` of run `nope`, which has no record"), "{problems:?}");
-    assert!(has("run `nope` step `s`: bad journal entry"), "{problems:?}");
+    assert!(
+        has("step `s` of run `nope`, which has no record"),
+        "{problems:?}"
+    );
+    assert!(
+        has("run `nope` step `s`: bad journal entry"),
+        "{problems:?}"
+    );
     assert_eq!(problems.len(), 5, "{problems:?}");
 }
 
@@ -275,7 +287,11 @@ async fn check_finds_rows_out_of_line_with_the_cases() {
 async fn bad_json_in_a_case_record_is_a_corrupt_error_naming_the_store() {
     let t = pg::fresh().await;
     t.create(case_with_ip(1), &meta(0)).await.unwrap();
-    sql(&t.schema, "UPDATE cases SET record = '{\"id\": 1}' WHERE id = 1").await;
+    sql(
+        &t.schema,
+        "UPDATE cases SET record = '{\"id\": 1}' WHERE id = 1",
+    )
+    .await;
     let e = t.get(CaseId(1)).await.unwrap_err();
     assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
     let msg = e.to_string();
@@ -314,10 +330,14 @@ async fn copy_moves_a_sled_store_over() {
     sled.start_runs(RunOrigin::Inbox(1), &[run_record("run-a")])
         .await
         .unwrap();
-    sled.record_steps("run-a", &[(0, &step("one"))]).await.unwrap();
+    sled.record_steps("run-a", &[(0, &step("one"))])
+        .await
+        .unwrap();
     sled.put_cursor("okta", "c1").await.unwrap();
     let t = pg::fresh().await;
-    let report = engine::persist::postgres::copy_store(&sled, &t).await.unwrap();
+    let report = engine::persist::postgres::copy_store(&sled, &t)
+        .await
+        .unwrap();
     assert_eq!(report.cases, 5);
     assert_eq!(report.case_events, 3);
     assert_eq!(report.runs, 1);
@@ -338,10 +358,19 @@ async fn copy_moves_a_sled_store_over() {
         t.pending_events(10).await.unwrap(),
         sled.pending_events(10).await.unwrap()
     );
-    assert_eq!(t.deliveries(5).await.unwrap(), sled.deliveries(5).await.unwrap());
-    assert_eq!(t.get_run("run-a").await.unwrap(), sled.get_run("run-a").await.unwrap());
+    assert_eq!(
+        t.deliveries(5).await.unwrap(),
+        sled.deliveries(5).await.unwrap()
+    );
+    assert_eq!(
+        t.get_run("run-a").await.unwrap(),
+        sled.get_run("run-a").await.unwrap()
+    );
     assert_eq!(t.get_cursor("okta").await.unwrap().as_deref(), Some("c1"));
-    assert_eq!(t.inbox_entry(1).await.unwrap(), sled.inbox_entry(1).await.unwrap());
+    assert_eq!(
+        t.inbox_entry(1).await.unwrap(),
+        sled.inbox_entry(1).await.unwrap()
+    );
     assert_eq!(t.inbox_depth().await.unwrap(), 1);
     // Keys, idempotency records and counters came along.
     assert!(t.enqueue_incoming(vec![incoming("okta:a")]).await.unwrap()[0].duplicate);
@@ -363,7 +392,9 @@ async fn copy_moves_a_sled_store_over() {
     );
     // The unfinished run is free for the first process to resume.
     assert_eq!(t.unfinished_runs().await.unwrap().len(), 1);
-    let again = engine::persist::postgres::copy_store(&sled, &t).await.unwrap_err();
+    let again = engine::persist::postgres::copy_store(&sled, &t)
+        .await
+        .unwrap_err();
     assert!(again.to_string().contains("empty"), "{again}");
 }
 
@@ -378,7 +409,11 @@ async fn two() -> (pg::TestPg, PgStore) {
 async fn claimed_inbox_entries_go_to_one_process_until_it_dies() {
     let (mut a, b) = two().await;
     let queued = a
-        .enqueue_incoming(vec![incoming("okta:1"), incoming("okta:2"), incoming("okta:3")])
+        .enqueue_incoming(vec![
+            incoming("okta:1"),
+            incoming("okta:2"),
+            incoming("okta:3"),
+        ])
         .await
         .unwrap();
     assert!(queued.iter().all(|q| q.seq.is_some()));
@@ -390,7 +425,11 @@ async fn claimed_inbox_entries_go_to_one_process_until_it_dies() {
         [3],
         "rows claimed by a live process are not handed out twice"
     );
-    assert_eq!(a.pending_incoming(10).await.unwrap().len(), 2, "a sees its own");
+    assert_eq!(
+        a.pending_incoming(10).await.unwrap().len(),
+        2,
+        "a sees its own"
+    );
     // A dies (its connections close): its claims go to B.
     drop(a.take());
     let got = eventually(10, || async {
@@ -414,7 +453,10 @@ async fn an_inbox_entry_starts_its_runs_once_across_processes() {
     a.enqueue_incoming(events).await.unwrap();
     let mut tasks = Vec::new();
     for seq in 1..=20u64 {
-        for (n, s) in [(0, a.clone() as Arc<dyn Runs + Send + Sync>), (1, b.clone())] {
+        for (n, s) in [
+            (0, a.clone() as Arc<dyn Runs + Send + Sync>),
+            (1, b.clone()),
+        ] {
             tasks.push(tokio::spawn(async move {
                 s.start_runs(RunOrigin::Inbox(seq), &[run_record(&format!("r{seq}-{n}"))])
                     .await
@@ -438,10 +480,17 @@ async fn runs_of_a_dead_process_are_taken_over_and_its_late_writes_refused() {
         .unwrap();
     a.record_steps("run-a", &[(0, &step("one"))]).await.unwrap();
     assert!(b.take_over_runs().await.unwrap().is_empty(), "a is alive");
-    assert!(b.unfinished_runs().await.unwrap().is_empty(), "a's run is a's");
+    assert!(
+        b.unfinished_runs().await.unwrap().is_empty(),
+        "a's run is a's"
+    );
     // B declares A dead (as after A stopped answering for the lease): A is fenced.
     let a_id = a.process_id().to_string();
-    sql(&a.schema, &format!("DELETE FROM engine_processes WHERE id = '{a_id}'")).await;
+    sql(
+        &a.schema,
+        &format!("DELETE FROM engine_processes WHERE id = '{a_id}'"),
+    )
+    .await;
     let taken = b.take_over_runs().await.unwrap();
     assert_eq!(taken.len(), 1);
     assert_eq!(taken[0].steps.len(), 1, "with its journal");
@@ -455,7 +504,9 @@ async fn runs_of_a_dead_process_are_taken_over_and_its_late_writes_refused() {
     done.summary.status = RunState::Succeeded;
     assert!(a.finish_run(&done).await.is_err());
     // B finishes it; nothing of A's late writes is in the journal.
-    b.record_steps("run-a", &[(1, &step("two-b"))]).await.unwrap();
+    b.record_steps("run-a", &[(1, &step("two-b"))])
+        .await
+        .unwrap();
     b.finish_run(&done).await.unwrap();
     let run = b.get_run("run-a").await.unwrap().unwrap();
     assert_eq!(

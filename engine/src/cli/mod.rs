@@ -512,7 +512,9 @@ fn run(
             }
             let rt = runtime()?;
             let source = crate::persist::SledStore::open(&from).map_err(|e| e.to_string())?;
-            let problems = rt.block_on(crate::persist::CaseRead::check(&source)).map_err(|e| e.to_string())?;
+            let problems = rt
+                .block_on(crate::persist::CaseRead::check(&source))
+                .map_err(|e| e.to_string())?;
             if !problems.is_empty() {
                 for p in &problems {
                     eprintln!("problem: {p}");
@@ -531,7 +533,9 @@ fn run(
             let report = rt
                 .block_on(crate::persist::postgres::copy_store(&source, &target))
                 .map_err(|e| e.to_string())?;
-            let problems = rt.block_on(crate::persist::CaseRead::check(&target)).map_err(|e| e.to_string())?;
+            let problems = rt
+                .block_on(crate::persist::CaseRead::check(&target))
+                .map_err(|e| e.to_string())?;
             println!(
                 "copied {report} from `{}` to `{}`",
                 from.display(),

@@ -30,8 +30,17 @@ struct Committed {
 
 type Param = Box<dyn ToSql + Sync + Send>;
 
+/// A planned query: `FROM ... WHERE ...`, its parameters, and its `ORDER BY`.
+struct Planned {
+    body: String,
+    params: Vec<Param>,
+    order: &'static str,
+}
+
 fn params(p: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
-    p.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)).collect()
+    p.iter()
+        .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+        .collect()
 }
 
 fn to_i64(n: u64) -> i64 {
@@ -50,7 +59,9 @@ impl PgStore {
             return Err(self.corrupt(format!("table `cases`: row {cid} holds {}", case.id)));
         }
         let timeline: Option<Json<Vec<TimelineEntry>>> = row.try_get(2).map_err(|e| {
-            self.corrupt(format!("table `case_timeline`: {cid}: bad timeline entry: {e}"))
+            self.corrupt(format!(
+                "table `case_timeline`: {cid}: bad timeline entry: {e}"
+            ))
         })?;
         case.timeline = timeline.map(|t| t.0).unwrap_or_default();
         Ok(case)
@@ -81,10 +92,7 @@ impl PgStore {
 
     /// The `FROM ... WHERE ...` of a query, its parameters, and the `ORDER BY`; `None`
     /// when nothing can match.
-    fn plan_query(
-        &self,
-        q: &CaseQuery,
-    ) -> Result<Option<(String, Vec<Param>, &'static str)>, StoreError> {
+    fn plan_query(&self, q: &CaseQuery) -> Result<Option<Planned>, StoreError> {
         let mut p: Vec<Param> = Vec::new();
         let mut conds: Vec<String> = Vec::new();
         let arg = |v: Param, p: &mut Vec<Param>| {
@@ -146,7 +154,11 @@ impl PgStore {
             sql.push_str(" WHERE ");
             sql.push_str(&conds.join(" AND "));
         }
-        Ok(Some((sql, p, order)))
+        Ok(Some(Planned {
+            body: sql,
+            params: p,
+            order,
+        }))
     }
 
     pub(super) async fn pg_query(&self, q: &CaseQuery) -> Result<Vec<Case>, StoreError> {
@@ -155,7 +167,12 @@ impl PgStore {
             self.plan_query(q)?;
             return Ok(Vec::new());
         }
-        let Some((body, mut p, order)) = self.plan_query(q)? else {
+        let Some(Planned {
+            body,
+            params: mut p,
+            order,
+        }) = self.plan_query(q)?
+        else {
             return Ok(Vec::new());
         };
         p.push(Box::new(to_i64(q.limit as u64)));
@@ -165,12 +182,18 @@ impl PgStore {
         );
         let conn = self.conn().await?;
         let stmt = conn.prepare_cached(&sql).await.map_err(|e| self.db(e))?;
-        let rows = conn.query(&stmt, &params(&p)).await.map_err(|e| self.db(e))?;
+        let rows = conn
+            .query(&stmt, &params(&p))
+            .await
+            .map_err(|e| self.db(e))?;
         rows.iter().map(|r| self.decode_case(r)).collect()
     }
 
     pub(super) async fn pg_count(&self, q: &CaseQuery) -> Result<u64, StoreError> {
-        let Some((body, p, _)) = self.plan_query(q)? else {
+        let Some(Planned {
+            body, params: p, ..
+        }) = self.plan_query(q)?
+        else {
             return Ok(0);
         };
         let sql = format!("SELECT count(*){body}");
@@ -376,9 +399,12 @@ impl PgStore {
                 )
                 .await
                 .map_err(|e| self.db(e))?;
-            tx.execute(&stmt, &[&id, &add_k, &add_v, &after.created_at.unix_millis()])
-                .await
-                .map_err(|e| self.db(e))?;
+            tx.execute(
+                &stmt,
+                &[&id, &add_k, &add_v, &after.created_at.unix_millis()],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
         }
         if !del_k.is_empty() {
             let stmt = tx

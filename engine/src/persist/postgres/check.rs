@@ -116,10 +116,8 @@ impl PgStore {
                 ));
             }
         }
-        for (id, _) in obs.into_iter().chain(
-            tags.into_iter()
-                .map(|(id, _)| (id, BTreeSet::<(String, String, i64)>::new())),
-        ) {
+        let orphans: BTreeSet<i64> = obs.into_keys().chain(tags.into_keys()).collect();
+        for id in orphans {
             problems.push(format!(
                 "index rows for {} which has no case",
                 CaseId(id as u64)
@@ -154,11 +152,15 @@ impl PgStore {
                     if e.id as i64 != id {
                         problems.push(format!("outbox event under id {id} holds id {}", e.id));
                     }
-                    if e.case_id.0 as i64 != r.get::<_, i64>(1) || !ids.contains(&(e.case_id.0 as i64)) {
+                    if e.case_id.0 as i64 != r.get::<_, i64>(1)
+                        || !ids.contains(&(e.case_id.0 as i64))
+                    {
                         problems.push(format!("outbox event {id} refers to missing {}", e.case_id));
                     }
                 }
-                Err(e) => problems.push(format!("table `case_events`: event {id}: bad case event JSON: {e}")),
+                Err(e) => problems.push(format!(
+                    "table `case_events`: event {id}: bad case event JSON: {e}"
+                )),
             }
             if id > last_event {
                 problems.push(format!(
@@ -236,11 +238,11 @@ impl PgStore {
         for r in q("SELECT run_id, step_id, result FROM idempotency").await? {
             let bad = match r.try_get::<_, Json<serde_json::Value>>(2) {
                 Err(e) => Some(e.to_string()),
-                Ok(Json(v)) => serde_json::from_value::<Case>(
-                    v.get("case").cloned().unwrap_or_default(),
-                )
-                .err()
-                .map(|e| e.to_string()),
+                Ok(Json(v)) => {
+                    serde_json::from_value::<Case>(v.get("case").cloned().unwrap_or_default())
+                        .err()
+                        .map(|e| e.to_string())
+                }
             };
             if let Some(e) = bad {
                 problems.push(format!(

@@ -185,7 +185,9 @@ pub(crate) fn valid_schema(s: &str) -> Result<String, String> {
     let s = s.trim();
     let ok = !s.is_empty()
         && s.len() <= 63
-        && s.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && s.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     if ok {
@@ -344,8 +346,8 @@ mod tests {
         ] {
             assert!(PgOptions::from_config(None, &bad).is_err(), "{bad}");
         }
-        let e = PgOptions::from_config(None, &json!({"store": {"postgres": {"url": 7}}}))
-            .unwrap_err();
+        let e =
+            PgOptions::from_config(None, &json!({"store": {"postgres": {"url": 7}}})).unwrap_err();
         assert!(e.to_string().contains("store.postgres.url"), "{e}");
     }
 

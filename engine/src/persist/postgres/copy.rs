@@ -85,8 +85,13 @@ pub async fn copy_store(from: &SledStore, to: &PgStore) -> Result<CopyReport, St
     }
     for entry in all(kv, Tree::EventidCaseevent) {
         let (k, v) = entry?;
-        let e: CaseEvent = serde_json::from_slice(&v)
-            .map_err(|e| bad(Tree::EventidCaseevent, &k, format!("bad case event JSON: {e}")))?;
+        let e: CaseEvent = serde_json::from_slice(&v).map_err(|e| {
+            bad(
+                Tree::EventidCaseevent,
+                &k,
+                format!("bad case event JSON: {e}"),
+            )
+        })?;
         tx.execute(
             "INSERT INTO case_events (id, case_id, event) VALUES ($1, $2, $3)",
             &[&(e.id as i64), &(e.case_id.0 as i64), &Json(&e)],
@@ -101,7 +106,11 @@ pub async fn copy_store(from: &SledStore, to: &PgStore) -> Result<CopyReport, St
         let playbook = k.get(8..).and_then(keys::single_str);
         let (Some(event), Some(playbook), Ok(run_id)) = (event, playbook, String::from_utf8(v))
         else {
-            return Err(bad(Tree::EventplaybookRunid, &k, "bad delivery record".into()));
+            return Err(bad(
+                Tree::EventplaybookRunid,
+                &k,
+                "bad delivery record".into(),
+            ));
         };
         tx.execute(
             "INSERT INTO case_event_deliveries (event_id, playbook, run_id) VALUES ($1, $2, $3)",
@@ -114,14 +123,23 @@ pub async fn copy_store(from: &SledStore, to: &PgStore) -> Result<CopyReport, St
     for entry in all(kv, Tree::IdempotencyResult) {
         let (k, v) = entry?;
         let parts = keys::strs(&k);
-        let rec: Value = serde_json::from_slice(&v)
-            .map_err(|e| bad(Tree::IdempotencyResult, &k, format!("bad idempotency record: {e}")))?;
+        let rec: Value = serde_json::from_slice(&v).map_err(|e| {
+            bad(
+                Tree::IdempotencyResult,
+                &k,
+                format!("bad idempotency record: {e}"),
+            )
+        })?;
         let case_id = rec
             .get("case_id")
             .and_then(|v| serde_json::from_value::<CaseId>(v.clone()).ok())
             .map(|c| c.0);
         let (Some([run, step]), Some(case_id)) = (parts.as_deref(), case_id) else {
-            return Err(bad(Tree::IdempotencyResult, &k, "bad idempotency record".into()));
+            return Err(bad(
+                Tree::IdempotencyResult,
+                &k,
+                "bad idempotency record".into(),
+            ));
         };
         tx.execute(
             "INSERT INTO idempotency (run_id, step_id, case_id, result) VALUES ($1, $2, $3, $4)",
@@ -138,7 +156,11 @@ pub async fn copy_store(from: &SledStore, to: &PgStore) -> Result<CopyReport, St
             .ok()
             .and_then(|b| Timestamp::from_key_bytes(b).ok());
         let (Some(key), Some(at)) = (key, at) else {
-            return Err(bad(Tree::EventkeyReceivedat, &k, "bad incoming-event key".into()));
+            return Err(bad(
+                Tree::EventkeyReceivedat,
+                &k,
+                "bad incoming-event key".into(),
+            ));
         };
         tx.execute(
             "INSERT INTO incoming_keys (key, received_at) VALUES ($1, $2)",

@@ -163,7 +163,10 @@ async fn connect_session(
     for _ in 0..64 {
         let candidate = (rand::random::<u32>() >> 1) as i32;
         let got: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&NAMESPACE, &candidate])
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, $2)",
+                &[&NAMESPACE, &candidate],
+            )
             .await
             .map_err(|e| describe(&e))?
             .get(0);

@@ -105,7 +105,7 @@ pub(crate) async fn run_list(
                 return Err(MigrateError::Refused(format!(
                     "migration {} (`{}`) was applied from different SQL than this engine has; the schema was changed by hand or by a modified build",
                     m.version, m.name
-                )))
+                )));
             }
             Some(_) => {}
             None => {

@@ -101,8 +101,12 @@ fn tls_connector(options: &PgOptions) -> Result<MakeRustlsConnect, String> {
     };
     if let Some(path) = &options.ca_file {
         use rustls_pki_types::pem::PemObject;
-        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("cannot read `store.postgres.ca_file` `{}`: {e}", path.display()))?;
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| {
+            format!(
+                "cannot read `store.postgres.ca_file` `{}`: {e}",
+                path.display()
+            )
+        })?;
         let mut n = 0;
         for c in certs {
             let c = c.map_err(|e| format!("`{}`: {e}", path.display()))?;
@@ -155,7 +159,8 @@ impl Target {
             path: PathBuf::from(&display),
             detail,
         };
-        let parsed = config::split_url(&options.url).map_err(|e| fail(format!("the database URL is {e}")))?;
+        let parsed = config::split_url(&options.url)
+            .map_err(|e| fail(format!("the database URL is {e}")))?;
         let mut pg = tokio_postgres::Config::from_str(&parsed.driver)
             // The driver's message quotes no part of the URL.
             .map_err(|e| fail(format!("the database URL is not valid: {e}")))?;
@@ -238,7 +243,10 @@ impl PgStore {
             }
             Ok(_) => {}
             Err(migrate::MigrateError::Db(e)) => {
-                return Err(backend(format!("cannot migrate the schema: {}", describe(&e))))
+                return Err(backend(format!(
+                    "cannot migrate the schema: {}",
+                    describe(&e)
+                )))
             }
             Err(migrate::MigrateError::Refused(detail)) => {
                 return Err(StoreError::Corrupt {
@@ -325,7 +333,10 @@ impl PgStore {
             .prepare_cached("SELECT 1 FROM engine_processes WHERE id = $1 FOR KEY SHARE")
             .await
             .map_err(|e| self.db(e))?;
-        let rows = tx.query(&stmt, &[&self.me.id]).await.map_err(|e| self.db(e))?;
+        let rows = tx
+            .query(&stmt, &[&self.me.id])
+            .await
+            .map_err(|e| self.db(e))?;
         if rows.is_empty() {
             self.me.set_fenced();
             return Err(self.backend(format!(
@@ -347,21 +358,23 @@ impl PgStore {
             .await
             .map_err(|e| self.db(e))?;
         let payload = format!("{}:{what}", self.schema);
-        tx.execute(&stmt, &[&payload]).await.map_err(|e| self.db(e))?;
+        tx.execute(&stmt, &[&payload])
+            .await
+            .map_err(|e| self.db(e))?;
         Ok(())
     }
 }
 
 #[async_trait::async_trait]
 impl super::CaseRead for PgStore {
-    async fn get(&self, id: crate::cases::CaseId) -> Result<Option<crate::cases::Case>, StoreError> {
+    async fn get(
+        &self,
+        id: crate::cases::CaseId,
+    ) -> Result<Option<crate::cases::Case>, StoreError> {
         self.pg_get(id).await
     }
 
-    async fn query(
-        &self,
-        query: &super::CaseQuery,
-    ) -> Result<Vec<crate::cases::Case>, StoreError> {
+    async fn query(&self, query: &super::CaseQuery) -> Result<Vec<crate::cases::Case>, StoreError> {
         self.pg_query(query).await
     }
 

@@ -198,7 +198,9 @@ impl PgStore {
                     return Ok(vec![false; runs.len()]);
                 }
                 let stmt = tx
-                    .prepare_cached("SELECT playbook FROM case_event_deliveries WHERE event_id = $1")
+                    .prepare_cached(
+                        "SELECT playbook FROM case_event_deliveries WHERE event_id = $1",
+                    )
                     .await
                     .map_err(|e| self.db(e))?;
                 let mut delivered: HashSet<String> = tx
@@ -402,7 +404,10 @@ impl PgStore {
     pub(super) async fn pg_take_over_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         let runs = self.claim_runs(Claim::Orphaned).await?;
         if !runs.is_empty() {
-            tracing::warn!(runs = runs.len(), "taking over runs another engine process left");
+            tracing::warn!(
+                runs = runs.len(),
+                "taking over runs another engine process left"
+            );
         }
         Ok(runs)
     }
@@ -436,13 +441,19 @@ impl PgStore {
             .collect()
     }
 
-    pub(super) async fn pg_run_record(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+    pub(super) async fn pg_run_record(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<RunRecord>, StoreError> {
         let conn = self.conn().await?;
         let stmt = conn
             .prepare_cached("SELECT record FROM runs WHERE run_id = $1")
             .await
             .map_err(|e| self.db(e))?;
-        let rows = conn.query(&stmt, &[&run_id]).await.map_err(|e| self.db(e))?;
+        let rows = conn
+            .query(&stmt, &[&run_id])
+            .await
+            .map_err(|e| self.db(e))?;
         rows.first().map(|r| self.decode_run(r, 0)).transpose()
     }
 
