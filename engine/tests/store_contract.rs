@@ -999,6 +999,38 @@ async fn check_cursors(s: &dyn Store) {
     s.flush().await.unwrap();
 }
 
+async fn check_concurrent_updates_of_one_case(s: &dyn Store) {
+    let id = s
+        .create(new_case("busy", Severity::Low), &meta(0))
+        .await
+        .unwrap()
+        .case
+        .id;
+    let metas: Vec<WriteMeta> = (0..12).map(|i| meta(1 + i)).collect();
+    let updates = metas.iter().enumerate().map(|(i, m)| {
+        s.update(
+            id,
+            vec![
+                CaseChange::AddComment(format!("c{i}")),
+                CaseChange::AddTags(vec![format!("t{}", i % 3)]),
+            ],
+            m,
+        )
+    });
+    for r in futures_util::future::join_all(updates).await {
+        r.unwrap();
+    }
+    let c = s.get(id).await.unwrap().unwrap();
+    assert_eq!(c.comments.len(), 12);
+    assert_eq!(c.tags.len(), 3);
+    assert_eq!(
+        c.timeline.len(),
+        1 + 12 + 3,
+        "created, 12 comments, 3 new tags"
+    );
+    assert!(s.check().await.unwrap().is_empty());
+}
+
 macro_rules! backends {
     ($($check:ident),+ $(,)?) => {
         mod memory {
@@ -1046,4 +1078,5 @@ backends!(
     check_run_journal,
     check_case_event_deliveries,
     check_cursors,
+    check_concurrent_updates_of_one_case,
 );

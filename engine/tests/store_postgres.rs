@@ -500,6 +500,10 @@ async fn runs_of_a_dead_process_are_taken_over_and_its_late_writes_refused() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("declared dead"), "{e}");
+    assert!(
+        a.pending_incoming(10).await.is_err(),
+        "a fenced process claims no more work"
+    );
     let mut done = run_record("run-a");
     done.summary.status = RunState::Succeeded;
     assert!(a.finish_run(&done).await.is_err());
@@ -633,5 +637,25 @@ async fn dedup_keys_and_idempotency_hold_across_processes() {
     assert_eq!(outs.iter().filter(|o| !o.replayed).count(), 1);
     assert!(outs.iter().all(|o| o.case.id == outs[0].case.id));
     assert_eq!(a.count(&CaseQuery::all()).await.unwrap(), 2);
+    assert!(a.check().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn updates_of_one_case_from_two_processes_all_apply() {
+    let (mut guard, b) = two().await;
+    let a = guard.take();
+    let id = a.create(case_with_ip(1), &meta(0)).await.unwrap().case.id;
+    let metas: Vec<WriteMeta> = (0..20).map(|i| meta(1 + i)).collect();
+    let mut updates = Vec::new();
+    for (i, m) in metas.iter().enumerate() {
+        let s: &PgStore = if i % 2 == 0 { &a } else { &b };
+        updates.push(s.update(id, vec![CaseChange::AddComment(format!("c{i}"))], m));
+    }
+    for r in futures_util::future::join_all(updates).await {
+        r.unwrap();
+    }
+    let c = b.get(id).await.unwrap().unwrap();
+    assert_eq!(c.comments.len(), 20);
+    assert_eq!(c.timeline.len(), 21);
     assert!(a.check().await.unwrap().is_empty());
 }

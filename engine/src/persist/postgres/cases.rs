@@ -73,10 +73,23 @@ impl PgStore {
         id: CaseId,
         for_update: bool,
     ) -> Result<Option<Case>, StoreError> {
-        let sql = format!(
-            "SELECT {CASE_COLUMNS} FROM cases c WHERE c.id = $1{}",
-            if for_update { " FOR UPDATE OF c" } else { "" }
-        );
+        if for_update {
+            // Lock first, read after, in a statement of its own: a `FOR UPDATE` that waited
+            // for another writer re-reads the locked row but not the timeline subquery,
+            // which would still show the statement's older snapshot.
+            let lock = c
+                .prepare_cached("SELECT 1 FROM cases WHERE id = $1 FOR UPDATE")
+                .await
+                .map_err(|e| self.db(e))?;
+            if c.query(&lock, &[&to_i64(id.0)])
+                .await
+                .map_err(|e| self.db(e))?
+                .is_empty()
+            {
+                return Ok(None);
+            }
+        }
+        let sql = format!("SELECT {CASE_COLUMNS} FROM cases c WHERE c.id = $1");
         let stmt = c.prepare_cached(&sql).await.map_err(|e| self.db(e))?;
         let rows = c
             .query(&stmt, &[&to_i64(id.0)])

@@ -156,6 +156,7 @@ impl PgStore {
         &self,
         limit: usize,
     ) -> Result<Vec<Incoming>, StoreError> {
+        self.refuse_if_fenced()?;
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -213,6 +214,7 @@ impl PgStore {
         &self,
         limit: usize,
     ) -> Result<Vec<CaseEvent>, StoreError> {
+        self.refuse_if_fenced()?;
         if limit == 0 {
             return Ok(Vec::new());
         }

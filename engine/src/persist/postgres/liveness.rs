@@ -55,6 +55,8 @@ impl Liveness {
     pub(crate) fn set_fenced(&self) {
         if !self.fenced.swap(true, Ordering::SeqCst) {
             tracing::error!(process = %self.id, "this process was declared dead by another engine process; its work was taken over");
+            // The worker wakes, finds the store refusing, and stops.
+            self.work.notify_one();
         }
     }
 

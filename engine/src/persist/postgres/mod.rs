@@ -347,6 +347,17 @@ impl PgStore {
         Ok(())
     }
 
+    /// Fails once this process knows it was declared dead: it must not claim work.
+    fn refuse_if_fenced(&self) -> Result<(), StoreError> {
+        if self.me.is_fenced() {
+            return Err(self.backend(format!(
+                "this process (`{}`) was declared dead by another engine process; restart it",
+                self.me.id
+            )));
+        }
+        Ok(())
+    }
+
     /// Wakes the other processes' workers when the transaction commits.
     async fn notify(
         &self,
