@@ -370,10 +370,13 @@ async fn two_processes_lose_nothing_when_one_is_killed_three_times() {
         .await;
     assert_eq!(dup_runs, 0, "an event ran twice");
     check_cli(&url);
+    let b_log = b.stderr.lock().unwrap().clone();
     eprintln!(
-        "{} events acknowledged of {EVENTS}, 3 kills, idle after {:.1}s",
+        "{} events acknowledged of {EVENTS}, 3 kills, idle after {:.1}s; b noticed a dead process {} time(s) and took over runs {} time(s)",
         acked.len(),
-        took.as_secs_f64()
+        took.as_secs_f64(),
+        b_log.matches("engine processes gone").count(),
+        b_log.matches("taking over runs").count(),
     );
 }
 
