@@ -17,7 +17,10 @@ pub fn builtin_registry() -> engine::Registry {
 }
 
 /// What `engine serve` plugs into its engine from the steps crate: the notification
-/// outbox retry (a tick hook of the worker).
+/// outbox retry and the purge of expired enrichment answers (tick hooks of the worker).
 pub fn serve_hooks() -> Vec<engine::serve::EngineHook> {
-    vec![std::sync::Arc::new(steps::notify::register_retry)]
+    vec![
+        std::sync::Arc::new(steps::notify::register_retry),
+        std::sync::Arc::new(steps::intel::register_cache_purge),
+    ]
 }

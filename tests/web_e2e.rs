@@ -32,6 +32,17 @@ fn chromium() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
 }
 
+/// How many steps `iam-case-created` has in the playbooks the server loads.
+fn case_created_steps() -> usize {
+    let registry = caseflow::builtin_registry();
+    let bundle = caseflow::engine::load_paths(&[repo().join("playbooks/iam.yaml")], &registry)
+        .unwrap_or_else(|d| panic!("{d:?}"));
+    bundle
+        .get("iam-case-created")
+        .map(|p| p.steps.len())
+        .unwrap_or_else(|| panic!("no iam-case-created playbook"))
+}
+
 /// Fails with the way to install what is missing.
 fn check_prerequisites() {
     let mut missing = Vec::new();
@@ -78,6 +89,7 @@ fn run_browser(base: &str, shots: &Path) -> (bool, String) {
         .env("CASEFLOW_XSS_USER", XSS_USER)
         .env("CASEFLOW_SHOTS", shots)
         .env("CHROMIUM", chromium())
+        .env("IAM_CASE_CREATED_STEPS", case_created_steps().to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

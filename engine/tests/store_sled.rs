@@ -149,7 +149,7 @@ fn newer_schema_version_is_refused() {
         let db = open_raw(dir.path());
         db.open_tree("meta")
             .unwrap()
-            .insert("schema_version", &4u32.to_be_bytes()[..])
+            .insert("schema_version", &5u32.to_be_bytes()[..])
             .unwrap();
         db.flush().unwrap();
     }
@@ -157,7 +157,7 @@ fn newer_schema_version_is_refused() {
     assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
     assert!(
         e.to_string()
-            .contains("schema version 4 is newer than this engine supports (3)"),
+            .contains("schema version 5 is newer than this engine supports (4)"),
         "{e}"
     );
 }
@@ -170,14 +170,17 @@ fn downgrade(dir: &std::path::Path, version: u32) {
         .unwrap()
         .insert("schema_version", &version.to_be_bytes()[..])
         .unwrap();
-    let mut added = vec![
-        "inboxseq_event",
-        "inboxseq_runid",
-        "runid_run",
-        "runstep_result",
-        "unfinished_runid",
-        "cursor_value",
-    ];
+    let mut added = vec!["cache_entry", "cache_expiry"];
+    if version < 3 {
+        added.extend([
+            "inboxseq_event",
+            "inboxseq_runid",
+            "runid_run",
+            "runstep_result",
+            "unfinished_runid",
+            "cursor_value",
+        ]);
+    }
     if version < 2 {
         added.extend(["eventkey_receivedat", "eventplaybook_runid"]);
     }
@@ -189,12 +192,12 @@ fn downgrade(dir: &std::path::Path, version: u32) {
 
 #[tokio::test]
 async fn older_stores_are_upgraded_in_place() {
-    for version in [1u32, 2] {
+    for version in [1u32, 2, 3] {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = SledStore::open(dir.path()).unwrap();
             s.create(case_with_ip(1), &meta(0)).await.unwrap();
-            if version == 2 {
+            if version >= 2 {
                 assert!(s.record_incoming("okta:u0", meta(0).at).await.unwrap());
             }
         }
@@ -206,7 +209,7 @@ async fn older_stores_are_upgraded_in_place() {
             assert_eq!(
                 s.record_incoming("okta:u0", meta(1).at).await.unwrap(),
                 version == 1,
-                "version 2 inbox keys are kept"
+                "inbox keys of versions 2 and 3 are kept"
             );
             assert_eq!(s.inbox_depth().await.unwrap(), 0);
             assert!(s.check().await.unwrap().is_empty());
@@ -215,7 +218,7 @@ async fn older_stores_are_upgraded_in_place() {
         let v = db.open_tree("meta").unwrap().get("schema_version").unwrap();
         assert_eq!(
             v.as_deref(),
-            Some(&3u32.to_be_bytes()[..]),
+            Some(&4u32.to_be_bytes()[..]),
             "from {version}"
         );
     }

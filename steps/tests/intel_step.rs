@@ -77,6 +77,22 @@ struct Harness {
 }
 
 impl Harness {
+    /// The same harness with `store` in its services (a fresh step instance: as after a
+    /// restart, nothing is cached in the process).
+    fn with_store(
+        config: Value,
+        clock: Arc<ManualClock>,
+        store: Arc<dyn engine::persist::Store>,
+    ) -> Self {
+        let mut h = Harness::new(config, clock.clone());
+        let services = Services::new()
+            .with_config((*h.services.config).clone())
+            .with_clock(clock)
+            .with_store(store);
+        h.services = Arc::new(services);
+        h
+    }
+
     fn new(config: Value, clock: Arc<ManualClock>) -> Self {
         let mut registry = Registry::new();
         registry.register(EnrichIp::new());
@@ -386,6 +402,50 @@ async fn the_cache_avoids_a_second_request_until_the_ttl_passes() {
     let third = h.output(&["203.0.113.50"]).await;
     assert_eq!(result(&third, "203.0.113.50")["cached"], false);
     assert_eq!(server.received_requests().await.map(|r| r.len()), Some(6));
+}
+
+#[tokio::test]
+async fn provider_answers_are_kept_in_the_store_across_restarts_and_lists_stay_fresh() {
+    let server = MockServer::start().await;
+    mount_abuse(&server, "203.0.113.60", 80, 1).await;
+    mount_vt(&server, "203.0.113.60", 0, 1).await;
+    mount_gn_404(&server, "203.0.113.60", 1).await;
+    let clock = ManualClock::new();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let data = dir.path().join("data");
+    {
+        let store: Arc<dyn engine::persist::Store> =
+            Arc::new(engine::persist::SledStore::open(&data).unwrap_or_else(|e| panic!("{e}")));
+        let h = Harness::with_store(config(&server), clock.clone(), store.clone());
+        let first = h.output(&["203.0.113.60"]).await;
+        assert_eq!(result(&first, "203.0.113.60")["cached"], false);
+        assert_eq!(result(&first, "203.0.113.60")["verdict"], "malicious");
+        store.flush().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    // A restart: a new step instance and a reopened store. The providers are not asked
+    // again; a list added meanwhile counts at once.
+    let allow = dir.path().join("allow.netset");
+    std::fs::write(&allow, "203.0.113.60\n").unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = config(&server);
+    cfg["intel"]["lists"] =
+        json!([{"name": "ours", "path": allow.display().to_string(), "verdict": "benign"}]);
+    let store: Arc<dyn engine::persist::Store> =
+        Arc::new(engine::persist::SledStore::open(&data).unwrap_or_else(|e| panic!("{e}")));
+    clock.advance(Duration::from_secs(30 * 60));
+    let h = Harness::with_store(cfg.clone(), clock.clone(), store.clone());
+    let second = h.output(&["203.0.113.60"]).await;
+    let r = result(&second, "203.0.113.60");
+    assert_eq!(r["cached"], true, "{r:#}");
+    assert_eq!(r["providers"]["abuseipdb"]["verdict"], "malicious");
+    assert_eq!(r["providers"]["ours"]["verdict"], "benign");
+    assert_eq!(server.received_requests().await.map(|r| r.len()), Some(3));
+    // After the TTL the providers are asked again (and the mocks' `expect(1)` would fail).
+    clock.advance(Duration::from_secs(31 * 60));
+    let h = Harness::with_store(cfg, clock.clone(), store);
+    let third = h.output(&["203.0.113.60"]).await;
+    assert_eq!(result(&third, "203.0.113.60")["cached"], false);
+    assert_eq!(server.received_requests().await.map(|r| r.len()), Some(6));
+    server.reset().await;
 }
 
 #[tokio::test]

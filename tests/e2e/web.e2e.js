@@ -169,11 +169,14 @@ async function shot(page, name) {
     await page.goto(`${BASE}${run}`);
     await page.waitForSelector('svg.graph');
     const boxes = await page.$$eval('svg.graph g.step', (gs) => gs.map((g) => g.getAttribute('class')));
-    check(boxes.length === 8, `the graph has iam-case-created's 8 steps (${boxes.length})`);
+    // The number of steps of iam-case-created, from the playbook the test server loaded.
+    const expectedSteps = Number(process.env.IAM_CASE_CREATED_STEPS);
+    check(expectedSteps > 0, 'IAM_CASE_CREATED_STEPS is set');
+    check(boxes.length === expectedSteps, `the graph has iam-case-created's ${expectedSteps} steps (${boxes.length})`);
     check(boxes.some((c) => c.includes('succeeded')) && boxes.some((c) => c.includes('skipped')), 'steps are coloured by status');
     const tip = await page.textContent('svg.graph g.step[data-step="enrich"] title');
     check(/attempts: \d/.test(tip) && /duration: /.test(tip), 'a step\'s tooltip has attempts and duration');
-    check((await page.$$('table.steps tbody tr')).length === 8, 'the step table lists every step');
+    check((await page.$$('table.steps tbody tr')).length === expectedSteps, 'the step table lists every step');
     await shot(page, 'run.png');
 
     // 8. The playbooks page.

@@ -29,10 +29,12 @@ pub(crate) enum Tree {
     RunstepResult,
     UnfinishedRunid,
     CursorValue,
+    CacheEntry,
+    CacheExpiry,
 }
 
 /// Number of trees.
-pub(crate) const TREE_COUNT: usize = 21;
+pub(crate) const TREE_COUNT: usize = 23;
 
 impl Tree {
     pub(crate) const ALL: [Tree; TREE_COUNT] = [
@@ -57,6 +59,8 @@ impl Tree {
         Tree::RunstepResult,
         Tree::UnfinishedRunid,
         Tree::CursorValue,
+        Tree::CacheEntry,
+        Tree::CacheExpiry,
     ];
 
     /// The index trees derived from cases (rebuilt from `caseid_case` by `check`).
@@ -95,6 +99,8 @@ impl Tree {
             Tree::RunstepResult => "runstep_result",
             Tree::UnfinishedRunid => "unfinished_runid",
             Tree::CursorValue => "cursor_value",
+            Tree::CacheEntry => "cache_entry",
+            Tree::CacheExpiry => "cache_expiry",
         }
     }
 
@@ -114,9 +120,10 @@ pub(crate) const META_NEXT_INBOX_SEQ: &[u8] = b"next_inbox_seq";
 /// The schema version this code writes and reads. Version 2 added the
 /// `eventkey_receivedat` and `eventplaybook_runid` trees; version 3 the inbox queue
 /// (`inboxseq_event`, `inboxseq_runid`), the run journal (`runid_run`, `runstep_result`,
-/// `unfinished_runid`) and `cursor_value`. Older stores are upgraded by writing the new
-/// version: every upgrade so far only added trees, which start empty; no key changed.
-pub(crate) const SCHEMA_VERSION: u32 = 3;
+/// `unfinished_runid`) and `cursor_value`; version 4 the cache (`cache_entry`,
+/// `cache_expiry`). Older stores are upgraded by writing the new version: every upgrade so
+/// far only added trees, which start empty; no key changed.
+pub(crate) const SCHEMA_VERSION: u32 = 4;
 /// The oldest schema version this code upgrades in place.
 pub(crate) const OLDEST_UPGRADABLE_VERSION: u32 = 1;
 
@@ -302,6 +309,19 @@ pub(crate) fn step_key(run_id: &str, step_id: &str) -> Vec<u8> {
     str_prefix(&[run_id, step_id])
 }
 
+/// Key of a cache entry: namespace `str` ++ key `str`.
+pub(crate) fn cache_key(namespace: &str, key: &str) -> Vec<u8> {
+    str_prefix(&[namespace, key])
+}
+
+/// Key of a cache entry's expiry: expires at `ts` ++ the entry's key.
+pub(crate) fn cache_expiry_key(expires_at: Timestamp, entry: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + entry.len());
+    k.extend_from_slice(&expires_at.to_key_bytes());
+    k.extend_from_slice(entry);
+    k
+}
+
 /// Key of a named cursor.
 pub(crate) fn cursor_key(name: &str) -> Vec<u8> {
     str_prefix(&[name])
@@ -334,11 +354,16 @@ pub(crate) fn corrupt(
         (Tree::CaseidCase, Some(id)) => CaseId(id).to_string(),
         (Tree::EventidCaseevent, Some(id)) => format!("event {id}"),
         (Tree::InboxseqEvent, Some(seq)) => format!("inbox entry {seq}"),
-        (Tree::RunidRun | Tree::RunstepResult | Tree::UnfinishedRunid | Tree::CursorValue, _) => {
-            strs(key)
-                .map(|p| p.join(" "))
-                .unwrap_or_else(|| String::from_utf8_lossy(key).into_owned())
-        }
+        (
+            Tree::RunidRun
+            | Tree::RunstepResult
+            | Tree::UnfinishedRunid
+            | Tree::CursorValue
+            | Tree::CacheEntry,
+            _,
+        ) => strs(key)
+            .map(|p| p.join(" "))
+            .unwrap_or_else(|| String::from_utf8_lossy(key).into_owned()),
         (Tree::EventplaybookRunid, _) if key.len() >= 8 => format!(
             "event {} playbook {}",
             u64_value(&key[..8]).unwrap_or_default(),

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use serde_json::Value;
 
+use super::cache::{self, Cache};
 use super::incoming::{Enqueued, Incoming, NewIncoming};
 use super::keys::{self, Tree, TREE_COUNT};
 use super::ops::{self, KvIter, KvRead, WriteSet};
@@ -204,6 +206,32 @@ impl Inbox for MemoryStore {
 
     async fn put_cursor(&self, name: &str, value: &str) -> Result<(), StoreError> {
         self.write(|_| Ok((inbox_ops::plan_put_cursor(name, value), ())))
+    }
+}
+
+#[async_trait]
+impl Cache for MemoryStore {
+    async fn cache_get(
+        &self,
+        namespace: &str,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Option<Value>, StoreError> {
+        cache::get(&*self.lock(), namespace, key, now)
+    }
+
+    async fn cache_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &Value,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.write(|kv| Ok((cache::plan_put(kv, namespace, key, value, expires_at)?, ())))
+    }
+
+    async fn cache_purge(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError> {
+        self.write(|kv| cache::plan_purge(kv, now, limit))
     }
 }
 

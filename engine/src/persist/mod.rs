@@ -48,6 +48,8 @@
 //! | `runstep_result`     | run id `str` ++ step id `str`                    | JSON journal entry `{seq, id, uses, status, attempts, duration_ms, output, error, reason}` |
 //! | `unfinished_runid`   | run id `str` (running or parked runs only)       | empty |
 //! | `cursor_value`       | cursor name `str`                                | the value (UTF-8) |
+//! | `cache_entry`        | namespace `str` ++ key `str`                     | expires at `ts` ++ JSON value |
+//! | `cache_expiry`       | expires at `ts` ++ namespace `str` ++ key `str`  | empty |
 //! | `meta`               | `schema_version` / `next_case_id` / `next_event_id` / `next_inbox_seq` | `u32` / `u64` / `u64` / `u64` |
 //!
 //! Index keys end with `created_at ++ id`, so a forward range scan of one prefix yields
@@ -71,7 +73,7 @@
 //! key formats never change in place (a new layout means a new version and a migration).
 //! Migrations so far only added trees, which start empty, so opening an older store just
 //! writes the new version: 1 -> 2 added the two inbox trees, 2 -> 3 the inbox queue, the
-//! run journal and the cursors.
+//! run journal and the cursors, 3 -> 4 the expiring cache ([`cache`]).
 //!
 //! Strict writes share flushes ([`group_commit`]); sled's silent recovery from damaged
 //! files is caught by a witness file ([`witness`]).
@@ -79,6 +81,7 @@
 //! dir): reads for a write happen under the lock and outside the transaction, and the
 //! transaction closure only writes precomputed bytes, because sled may re-run it.
 
+pub mod cache;
 mod combine;
 pub mod group_commit;
 mod inbox_ops;
@@ -103,6 +106,7 @@ use crate::cases::{
     Severity, Timestamp, UnknownName,
 };
 
+pub use cache::Cache;
 pub use incoming::{Enqueued, Incoming, NewIncoming};
 pub use memory::MemoryStore;
 pub use options::{StoreOptions, DEFAULT_FLUSH_EVERY_MS};
@@ -473,6 +477,6 @@ pub trait Inbox: Send + Sync {
 }
 
 /// A full case store.
-pub trait Store: CaseRead + CaseWrite + Inbox + Runs {}
+pub trait Store: CaseRead + CaseWrite + Inbox + Runs + Cache {}
 
-impl<T: CaseRead + CaseWrite + Inbox + Runs + ?Sized> Store for T {}
+impl<T: CaseRead + CaseWrite + Inbox + Runs + Cache + ?Sized> Store for T {}

@@ -8,8 +8,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use serde_json::Value;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+use super::cache::{self, Cache};
 use super::combine::Combiner;
 use super::group_commit::GroupCommit;
 use super::incoming::{Enqueued, Incoming, NewIncoming};
@@ -511,6 +513,36 @@ impl Inbox for SledStore {
             Ok((inbox_ops::plan_put_cursor(name, value), ()))
         })
         .await
+    }
+}
+
+#[async_trait]
+impl Cache for SledStore {
+    async fn cache_get(
+        &self,
+        namespace: &str,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Option<Value>, StoreError> {
+        cache::get(&self.kv, namespace, key, now)
+    }
+
+    async fn cache_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &Value,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.write(Flush::Never, |kv| {
+            Ok((cache::plan_put(kv, namespace, key, value, expires_at)?, ()))
+        })
+        .await
+    }
+
+    async fn cache_purge(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError> {
+        self.write(Flush::Never, |kv| cache::plan_purge(kv, now, limit))
+            .await
     }
 }
 

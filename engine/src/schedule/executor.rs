@@ -415,12 +415,10 @@ async fn run(
             }
         }
         if let Some(j) = journal.as_mut() {
-            // Durable before anything starts; merely committed when nothing does.
-            let written = if to_start.is_empty() {
-                j.write(&reports).await
-            } else {
-                j.sync(&reports).await
-            };
+            // Every finished step is durable before the run goes on, whether or not
+            // something starts now: a step whose completion is journaled is never run
+            // again after a crash (DESIGN §5). Concurrent runs share the flush.
+            let written = j.sync(&reports).await;
             if let Err(e) = written {
                 tracing::error!(error = %e, "the run journal cannot be written; stopping the run");
                 halted = Some(format!("the run journal cannot be written: {e}"));

@@ -1,17 +1,16 @@
 //! The executor's side of the run journal: which step results of one run still have to
 //! be written, and the rule for when they must be on disk.
 //!
-//! **The rule.** Before a step starts, the run's record and the journal entry of every
-//! step that finished before that moment are durable. The executor queues an entry
-//! ([`RunJournal::push`]) when a step finishes, is skipped, or fails; before it starts one
-//! or more steps it calls [`RunJournal::sync`], which commits the queued entries in one
-//! transaction and waits for the store's group commit flush (under strict durability). The
-//! first sync of a run also covers its record, committed but not flushed by
-//! `Runs::start_runs`. When a decision starts nothing, the entries are
-//! committed without waiting ([`RunJournal::write`]): the next start, or the flush of the
-//! run's final record, makes them durable. So no step can perform an outside effect (a case change, an
-//! HTTP call, a notification) based on a result that a crash could still take back, and a
-//! step whose completion was journaled is never run again after a restart. Under
+//! **The rule.** A step's result is durable before the run goes on: the executor queues an
+//! entry ([`RunJournal::push`]) when a step finishes, is skipped, or fails, and after each
+//! scheduling decision (whether or not it starts a step) calls [`RunJournal::sync`], which
+//! commits the queued entries in one transaction and waits for the store's group commit
+//! flush (under strict durability; concurrent runs share the flush). The first sync of a
+//! run also covers its record, committed but not flushed by `Runs::start_runs`. So no step
+//! can perform an outside effect (a case change, an HTTP call, a notification) based on a
+//! result that a crash could still take back, and a step that finished is never run again
+//! after a restart: only a step that was still running (or whose end had not been synced
+//! yet) runs again, with the same idempotency key. Under
 //! `durability: relaxed` entries are committed before dependents start but reach the disk
 //! with the store's background flush: a crash may re-run the last steps (with the same
 //! idempotency keys).

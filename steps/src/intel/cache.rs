@@ -1,9 +1,9 @@
 //! An in-process cache of enrichment results, keyed by address, with a TTL on the step's
 //! clock (`ctx.now()`), so tests move time instead of sleeping.
 //!
-//! It is deliberately small: the persistent cache lives in the store (later); this one only
-//! saves repeated calls within one process, which matters for quota-limited providers
-//! (VirusTotal's public API allows about 4 requests a minute).
+//! It is deliberately small: the persistent cache of the external providers' answers lives
+//! in the store ([`engine::persist::Cache`], see [`super::Enricher::check_with`]); this one
+//! saves even the store lookup for repeated addresses within one process.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -7,6 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use engine::cases::Timestamp;
+use engine::persist::{Cache, Store};
 use serde::{Deserialize, Serialize};
 
 use super::cache::{TtlCache, DEFAULT_CAPACITY};
@@ -16,6 +18,33 @@ use super::lists::LocalList;
 use super::scope::{classify, Scope};
 use super::{abuseipdb, combine, greynoise, virustotal, Provider, ProviderVerdict, Verdict};
 use crate::net::GuardedClient;
+
+/// The store cache's namespace for enrichment answers.
+pub const STORE_NAMESPACE: &str = "intel";
+
+/// The external providers' answers for `key` in the store cache, if fresh and readable.
+async fn stored_answers(
+    store: &dyn Cache,
+    key: &str,
+    now: SystemTime,
+) -> Option<BTreeMap<String, ProviderVerdict>> {
+    match store.cache_get(STORE_NAMESPACE, key, timestamp(now)).await {
+        Ok(Some(v)) => serde_json::from_value(v).ok(),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the store cache; asking the providers");
+            None
+        }
+    }
+}
+
+fn timestamp(t: SystemTime) -> Timestamp {
+    let ms = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    Timestamp::from_unix_millis(ms).unwrap_or_else(|_| Timestamp::now())
+}
 
 /// Addresses enriched at the same time by [`Enricher::check_all`].
 const PARALLEL_IPS: usize = 4;
@@ -142,6 +171,19 @@ impl Enricher {
     /// Enrich one address. Never fails: a failing provider counts as `unknown` and is
     /// reported in `errors`. Results without errors are cached until `now + cache_ttl`.
     pub async fn check(&self, ip: IpAddr, now: SystemTime) -> IpResult {
+        self.check_with(ip, now, None).await
+    }
+
+    /// Like [`Enricher::check`], with the store's cache for the external providers'
+    /// answers: kept across runs and restarts for `cache_ttl`, under the address and the
+    /// names of the providers asked. List verdicts are never taken from it (lists are read
+    /// fresh, so an edited list counts at once), and a store error only costs the lookup.
+    pub async fn check_with(
+        &self,
+        ip: IpAddr,
+        now: SystemTime,
+        store: Option<&dyn Cache>,
+    ) -> IpResult {
         let ip = ip.to_canonical();
         if let Some(mut hit) = self.cache.get(ip, now) {
             hit.cached = true;
@@ -153,7 +195,18 @@ impl Enricher {
         }
         let scope = classify(ip);
         let mut errors = Vec::new();
-        if scope.is_public() {
+        let mut cached = false;
+        let store_key = self.store_key(ip);
+        let store_hit = match (scope.is_public(), store) {
+            (true, Some(store)) if !self.providers.is_empty() => {
+                stored_answers(store, &store_key, now).await
+            }
+            _ => None,
+        };
+        if let Some(answers) = store_hit {
+            providers.extend(answers);
+            cached = true;
+        } else if scope.is_public() {
             let mut set = tokio::task::JoinSet::new();
             for (i, p) in self.providers.iter().enumerate() {
                 let p = p.clone();
@@ -210,17 +263,65 @@ impl Enricher {
             reason: reason.map(str::to_string),
             providers,
             errors,
-            cached: false,
+            cached,
         };
         if result.errors.is_empty() {
             // A result with a failed provider is not cached: the next run asks again.
             self.cache.insert(ip, now, result.clone());
+            if let (false, true, Some(store)) = (cached, scope.is_public(), store) {
+                self.store_answers(store, &store_key, &result, now).await;
+            }
         }
         result
     }
 
+    /// The store cache key: the address and the external providers asked, so adding or
+    /// removing a provider asks again.
+    fn store_key(&self, ip: IpAddr) -> String {
+        let mut names: Vec<&str> = self.providers.iter().map(|p| p.name()).collect();
+        names.sort_unstable();
+        format!("{ip}|{}", names.join(","))
+    }
+
+    /// Keeps the external providers' answers of `result` in the store for `cache_ttl`.
+    async fn store_answers(
+        &self,
+        store: &dyn Cache,
+        key: &str,
+        result: &IpResult,
+        now: SystemTime,
+    ) {
+        let ttl = self.cache.ttl();
+        if self.providers.is_empty() || ttl.is_zero() {
+            return;
+        }
+        let answers: BTreeMap<&str, &ProviderVerdict> = self
+            .providers
+            .iter()
+            .filter_map(|p| result.providers.get_key_value(p.name()))
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        let Ok(value) = serde_json::to_value(&answers) else {
+            return;
+        };
+        let expires = timestamp(now + ttl);
+        if let Err(e) = store.cache_put(STORE_NAMESPACE, key, &value, expires).await {
+            tracing::warn!(error = %e, "could not keep an enrichment result in the store cache");
+        }
+    }
+
     /// Enrich several addresses (a few at a time), in the given order, each once.
     pub async fn check_all(self: &Arc<Self>, ips: &[IpAddr], now: SystemTime) -> Vec<IpResult> {
+        self.check_all_with(ips, now, None).await
+    }
+
+    /// Like [`Enricher::check_all`], with the store's cache (see [`Enricher::check_with`]).
+    pub async fn check_all_with(
+        self: &Arc<Self>,
+        ips: &[IpAddr],
+        now: SystemTime,
+        store: Option<Arc<dyn Store>>,
+    ) -> Vec<IpResult> {
         let mut unique: Vec<IpAddr> = Vec::new();
         for ip in ips {
             let ip = ip.to_canonical();
@@ -234,7 +335,11 @@ impl Enricher {
             for (j, ip) in chunk.iter().enumerate() {
                 let me = self.clone();
                 let ip = *ip;
-                set.spawn(async move { (j, me.check(ip, now).await) });
+                let store = store.clone();
+                set.spawn(async move {
+                    let cache = store.as_deref().map(|s| s as &dyn Cache);
+                    (j, me.check_with(ip, now, cache).await)
+                });
             }
             while let Some(joined) = set.join_next().await {
                 match joined {

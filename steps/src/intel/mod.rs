@@ -22,6 +22,7 @@ pub mod enricher;
 pub mod greynoise;
 mod http;
 pub mod lists;
+pub mod purge;
 pub mod scope;
 pub mod step;
 pub mod virustotal;
@@ -35,6 +36,7 @@ use serde_json::{Map, Value};
 
 pub use config::{ConfigError, IntelConfig};
 pub use enricher::{Enricher, IpResult, ProviderFailure};
+pub use purge::register_cache_purge;
 pub use step::EnrichIp;
 
 /// One provider's opinion of an address, or the combined opinion of all of them.

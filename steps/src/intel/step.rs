@@ -162,7 +162,9 @@ impl TypedStep for EnrichIp {
     async fn run(&self, input: Input, ctx: &StepContext) -> Result<Output, StepError> {
         let ips = parse_ips(&input.ips)?;
         let enricher = self.enricher(ctx).await?;
-        let results = enricher.check_all(&ips, ctx.now()).await;
+        let results = enricher
+            .check_all_with(&ips, ctx.now(), ctx.store().ok())
+            .await;
         let verdict = combine(results.iter().map(|r| r.verdict));
         Ok(Output { results, verdict })
     }

@@ -3,7 +3,8 @@
 //! Everything the sled store keeps is copied in one transaction: cases (with their index
 //! rows and timelines), the case-event outbox and its delivery records, idempotency
 //! records, incoming-event keys, the inbox queue and what each taken entry started, the
-//! run journal, cursors, and the counters (so case numbers continue where they were). The
+//! run journal, cursors, and the counters (so case numbers continue where they were); not
+//! the expiring cache, which refills itself. The
 //! target must be empty: a copy never merges into a store in use. Runs that were
 //! unfinished stay unfinished and unowned, so the first engine process resumes them.
 

@@ -17,11 +17,18 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, oldest first.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("migrations/0001_initial.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "cache",
+        sql: include_str!("migrations/0002_cache.sql"),
+    },
+];
 
 /// A checksum of a migration's SQL (FNV-1a, 64 bits), to notice an edited file.
 fn checksum(sql: &str) -> i64 {

@@ -14,6 +14,7 @@
 //! | inbox | `eventkey_receivedat`, `inboxseq_event` | `incoming_keys` (the key is the primary key), `inbox` |
 //! | run journal | `runid_run`, `runstep_result`, `unfinished_runid` | `runs` (`unfinished`, `owner`), `run_steps` |
 //! | cursors | `cursor_value` | `cursors` |
+//! | expiring cache | `cache_entry`, `cache_expiry` | `cache_entries` (indexed by expiry; written without waiting for the WAL) |
 //!
 //! Data flow between processes ([`liveness`]): each process registers in
 //! `engine_processes`, holds a session advisory lock while it lives, refreshes a heartbeat
@@ -33,6 +34,7 @@
 //! [`super::Durability::Relaxed`] turns `synchronous_commit` off for the session and
 //! [`super::CaseWrite::flush`] then waits for the WAL.
 
+mod cache;
 mod cases;
 mod check;
 pub mod config;
@@ -581,5 +583,35 @@ impl super::Runs for PgStore {
 
     async fn release_key(&self, key: &str, run_id: &str) -> Result<(), StoreError> {
         self.pg_release_key(key, run_id).await
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Cache for PgStore {
+    async fn cache_get(
+        &self,
+        namespace: &str,
+        key: &str,
+        now: crate::cases::Timestamp,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        self.pg_cache_get(namespace, key, now).await
+    }
+
+    async fn cache_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &serde_json::Value,
+        expires_at: crate::cases::Timestamp,
+    ) -> Result<(), StoreError> {
+        self.pg_cache_put(namespace, key, value, expires_at).await
+    }
+
+    async fn cache_purge(
+        &self,
+        now: crate::cases::Timestamp,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        self.pg_cache_purge(now, limit).await
     }
 }
