@@ -432,3 +432,95 @@ async fn a_burst_for_one_user_over_two_processes_opens_one_case() {
     );
     check_cli(&url);
 }
+
+fn engine_cmd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_engine"));
+    c.current_dir(repo()).env_remove("CASEFLOW_DATABASE_URL");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_copy_moves_an_engine_run_deployment_and_hides_the_password() {
+    let schema = Schema::new().await;
+    let url = schema.url();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let o = engine_cmd()
+        .args(["run", "playbooks/iam.yaml", "--seed", "1", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let list = |args: &[&str]| {
+        let o = engine_cmd()
+            .args(["cases", "list", "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let on_sled = list(&["--data-dir", data.to_str().unwrap()]);
+    let o = engine_cmd()
+        .args(["store", "copy", "--from"])
+        .arg(&data)
+        .args(["--to", &url])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("copied 3 cases"), "{out}");
+    assert!(out.contains("the copy is consistent"), "{out}");
+    assert!(!out.contains(":caseflow@"), "no password: {out}");
+    assert_eq!(list(&["--database-url", &url]), on_sled);
+    // The same events again, now on PostgreSQL: the dedup keys came along.
+    let o = engine_cmd()
+        .args([
+            "run",
+            "playbooks/iam.yaml",
+            "--seed",
+            "1",
+            "--database-url",
+            &url,
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("5 duplicate(s) skipped"), "{text}");
+    // A second copy into the same schema is refused.
+    let o = engine_cmd()
+        .args(["store", "copy", "--from"])
+        .arg(&data)
+        .args(["--to", &url])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("empty database or schema"), "{err}");
+    assert!(!err.contains(":caseflow@"), "{err}");
+    // --help shows that the variable is read, never its value.
+    let o = engine_cmd()
+        .args(["serve", "--help"])
+        .env("CASEFLOW_DATABASE_URL", "postgres://u:Sup3rS3cret@db/x")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(help.contains("CASEFLOW_DATABASE_URL"), "{help}");
+    assert!(!help.contains("Sup3rS3cret"), "{help}");
+    // A wrong password: an error naming the server, not the password.
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (userinfo, host) = rest.split_once('@').unwrap();
+    let user = userinfo.split(':').next().unwrap();
+    let bad = format!("{scheme}://{user}:Sup3rS3cret@{host}");
+    let o = engine_cmd()
+        .args(["cases", "list", "--database-url", &bad])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cannot connect"), "{err}");
+    assert!(!err.contains("Sup3rS3cret"), "{err}");
+}
