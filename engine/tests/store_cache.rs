@@ -1,5 +1,9 @@
-//! The store's expiring cache on both backends: expiry, replacement, purge by the expiry
-//! index, and (sled) entries that survive a reopen.
+//! The store's expiring cache on every backend (memory, sled, PostgreSQL): expiry,
+//! replacement, purge by the expiry index, and (sled) entries that survive a reopen.
+
+mod support {
+    pub mod pg;
+}
 
 use std::sync::Arc;
 
@@ -67,6 +71,12 @@ async fn memory_cache() {
 async fn sled_cache() {
     let dir = tempfile::tempdir().unwrap();
     exercise(&SledStore::open(dir.path()).unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_cache() {
+    let s = support::pg::fresh().await;
+    exercise(&*s).await;
 }
 
 #[tokio::test]

@@ -1,13 +1,22 @@
 //! The store contract, run against every backend: each `check_*` function takes a
-//! `&dyn Store` and is called once per backend by the `backends!` macro below.
+//! `&dyn Store` and is called once per backend by the `backends!` macro below (memory,
+//! sled in a temp dir, PostgreSQL in a fresh schema: see `support/pg.rs`).
+
+mod support {
+    pub mod pg;
+}
 
 use engine::cases::{
     Actor, CaseChange, CaseEventKind, CaseId, CaseState, NewCase, NewObservable, ObservableType,
     Severity, Timestamp,
 };
 use engine::persist::{
-    CaseQuery, CaseSort, Durability, MemoryStore, SledStore, Store, StoreError, WriteMeta,
+    CaseQuery, CaseSort, Durability, InboxEntry, MemoryStore, NewIncoming, RunFilter,
+    RunInputRecord, RunOrigin, RunRecord, RunState, RunSummary, SledStore, Store, StoreError,
+    WriteMeta,
 };
+use engine::report::StepReport;
+use engine::schedule::ready::Status;
 use serde_json::json;
 
 fn t(ms: i64) -> Timestamp {
@@ -688,6 +697,340 @@ async fn check_sla_due(s: &dyn Store) {
     assert!(s.check().await.unwrap().is_empty());
 }
 
+fn incoming(key: Option<&str>, n: u64) -> NewIncoming {
+    NewIncoming {
+        source: "okta".into(),
+        key: key.map(str::to_string),
+        event: json!({"n": n, "nested": {"b": 1, "a": [1, 2]}}),
+        received_at: t(n as i64),
+    }
+}
+
+fn run_record(id: &str, playbook: &str) -> RunRecord {
+    RunRecord {
+        summary: RunSummary {
+            run_id: id.into(),
+            playbook: playbook.into(),
+            trigger: "okta".into(),
+            status: RunState::Running,
+            started_at: "2026-01-01T00:00:00Z".into(),
+            finished_at: None,
+            duration_ms: None,
+            event_key: Some("okta:a".into()),
+            inbox_seq: None,
+            case_event: None,
+            error: None,
+        },
+        input: RunInputRecord {
+            event: json!({"z": 1, "a": 2}),
+            case: None,
+            depth: 1,
+            seed: Some(7),
+        },
+        output: None,
+        steps: Vec::new(),
+    }
+}
+
+fn step(id: &str, n: u64) -> StepReport {
+    StepReport {
+        id: id.into(),
+        uses: "test.step".into(),
+        status: Status::Succeeded,
+        attempts: 1,
+        duration_ms: 1.5,
+        output: Some(json!({"n": n})),
+        error: None,
+        reason: None,
+    }
+}
+
+async fn check_inbox_queue(s: &dyn Store) {
+    let out = s
+        .enqueue_incoming(vec![
+            incoming(Some("okta:a"), 1),
+            incoming(Some("okta:a"), 2),
+            incoming(None, 3),
+            incoming(Some("okta:b"), 4),
+        ])
+        .await
+        .unwrap();
+    let seqs: Vec<Option<u64>> = out.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [Some(1), None, Some(2), Some(3)]);
+    assert!(out[1].duplicate && !out[0].duplicate);
+    let again = s
+        .enqueue_incoming(vec![incoming(Some("okta:b"), 5)])
+        .await
+        .unwrap();
+    assert!(again[0].duplicate && again[0].seq.is_none());
+    assert!(!s.record_incoming("okta:a", t(6)).await.unwrap());
+    assert!(s.record_incoming("okta:c", t(6)).await.unwrap());
+    assert!(!s.record_incoming("okta:c", t(7)).await.unwrap());
+    assert_eq!(s.inbox_depth().await.unwrap(), 3);
+    let pending = s.pending_incoming(10).await.unwrap();
+    assert_eq!(pending.iter().map(|i| i.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(pending[0].event, incoming(None, 1).event);
+    assert_eq!(
+        serde_json::to_string(&pending[0].event).unwrap(),
+        serde_json::to_string(&incoming(None, 1).event).unwrap(),
+        "bodies come back as they went in, key order included"
+    );
+    assert_eq!(pending[0].key.as_deref(), Some("okta:a"));
+    assert_eq!(pending[1].key, None);
+    assert_eq!(pending[2].received_at, t(4));
+    assert_eq!(s.pending_incoming(1).await.unwrap().len(), 1);
+    let started = s
+        .start_runs(
+            RunOrigin::Inbox(1),
+            &[run_record("r1", "pb"), run_record("r2", "pb2")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(started, [true, true]);
+    let twice = s
+        .start_runs(RunOrigin::Inbox(1), &[run_record("r3", "pb")])
+        .await
+        .unwrap();
+    assert_eq!(twice, [false], "an inbox entry starts its runs once");
+    assert!(s.run_record("r3").await.unwrap().is_none());
+    assert_eq!(
+        s.inbox_entry(1).await.unwrap(),
+        InboxEntry::Dispatched(vec!["r1".into(), "r2".into()])
+    );
+    assert_eq!(s.inbox_entry(2).await.unwrap(), InboxEntry::Queued);
+    assert_eq!(s.inbox_entry(99).await.unwrap(), InboxEntry::Unknown);
+    assert_eq!(s.inbox_entry(0).await.unwrap(), InboxEntry::Unknown);
+    s.start_runs(RunOrigin::Inbox(2), &[]).await.unwrap();
+    assert_eq!(
+        s.inbox_entry(2).await.unwrap(),
+        InboxEntry::Dispatched(vec![])
+    );
+    assert_eq!(
+        s.pending_incoming(10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|i| i.seq)
+            .collect::<Vec<_>>(),
+        [3]
+    );
+    assert_eq!(s.inbox_depth().await.unwrap(), 1);
+    assert!(s.check().await.unwrap().is_empty());
+}
+
+async fn check_run_journal(s: &dyn Store) {
+    let mut a = run_record("2026-a", "first");
+    let b = run_record("2026-b", "second");
+    assert_eq!(
+        s.start_runs(RunOrigin::Direct, &[a.clone(), b.clone()])
+            .await
+            .unwrap(),
+        [true, true]
+    );
+    let (s0, s1) = (step("one", 0), step("two", 1));
+    s.record_steps(&a.summary.run_id, &[(0, &s0)])
+        .await
+        .unwrap();
+    s.record_steps(&a.summary.run_id, &[(1, &s1)])
+        .await
+        .unwrap();
+    s.sync().await.unwrap();
+    let got = s.get_run("2026-a").await.unwrap().unwrap();
+    assert_eq!(got.steps, [s0.clone(), s1.clone()]);
+    assert_eq!(got.input, a.input);
+    assert!(s
+        .run_record("2026-a")
+        .await
+        .unwrap()
+        .unwrap()
+        .steps
+        .is_empty());
+    let unfinished = s.unfinished_runs().await.unwrap();
+    assert_eq!(
+        unfinished
+            .iter()
+            .map(|r| r.summary.run_id.as_str())
+            .collect::<Vec<_>>(),
+        ["2026-a", "2026-b"]
+    );
+    assert_eq!(unfinished[0].steps.len(), 2);
+    // Finishing writes the steps the journal does not have, numbered after the others.
+    let s2 = step("cancelled", 2);
+    a.summary.status = RunState::Failed;
+    a.summary.error = Some("boom".into());
+    a.output = Some(json!({"out": true}));
+    a.steps = vec![s0.clone(), s1.clone(), s2.clone()];
+    s.finish_run(&a).await.unwrap();
+    let got = s.get_run("2026-a").await.unwrap().unwrap();
+    assert_eq!(got.steps, [s0, s1, s2]);
+    assert_eq!(got.summary.status, RunState::Failed);
+    assert_eq!(got.output, Some(json!({"out": true})));
+    s.park_runs(&["2026-b".into(), "2026-a".into()])
+        .await
+        .unwrap();
+    let left = s.unfinished_runs().await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].summary.status, RunState::Parked);
+    assert_eq!(
+        s.get_run("2026-a").await.unwrap().unwrap().summary.status,
+        RunState::Failed,
+        "a finished run is not parked"
+    );
+    let all = s.list_runs(&RunFilter::default()).await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(),
+        ["2026-b", "2026-a"],
+        "newest first"
+    );
+    let parked = s
+        .list_runs(&RunFilter {
+            status: Some(RunState::Parked),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(parked.len(), 1);
+    let first = s
+        .list_runs(&RunFilter {
+            playbook: Some("first".into()),
+            limit: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(first[0].run_id, "2026-a");
+    assert!(s
+        .list_runs(&RunFilter {
+            limit: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s.get_run("nope").await.unwrap().is_none());
+    assert!(s.check().await.unwrap().is_empty());
+}
+
+async fn check_case_event_deliveries(s: &dyn Store) {
+    let out = s
+        .create(new_case("c", Severity::Low), &meta(0))
+        .await
+        .unwrap();
+    let ev = out.event_ids[0];
+    assert_eq!(s.pending_events(10).await.unwrap()[0].id, ev);
+    let started = s
+        .start_runs(
+            RunOrigin::CaseEvent {
+                event_id: ev,
+                ack: false,
+            },
+            &[run_record("r-a", "pa"), run_record("r-b", "pb")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(started, [true, true]);
+    let again = s
+        .start_runs(
+            RunOrigin::CaseEvent {
+                event_id: ev,
+                ack: true,
+            },
+            &[run_record("r-a2", "pa"), run_record("r-c", "pc")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        [false, true],
+        "a playbook already started is not started again"
+    );
+    assert!(
+        s.pending_events(10).await.unwrap().is_empty(),
+        "acknowledged"
+    );
+    assert!(s.deliveries(ev).await.unwrap().is_empty());
+    let late = s
+        .start_runs(
+            RunOrigin::CaseEvent {
+                event_id: ev,
+                ack: true,
+            },
+            &[run_record("r-d", "pd")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        late,
+        [false],
+        "nothing starts for an event no longer pending"
+    );
+    // start_delivery / deliveries / ack_event.
+    let out = s
+        .create(new_case("d", Severity::Low), &meta(1))
+        .await
+        .unwrap();
+    let ev = out.event_ids[0];
+    assert!(s.start_delivery(ev, "zeta", "run-1").await.unwrap());
+    assert!(!s.start_delivery(ev, "zeta", "run-2").await.unwrap());
+    assert!(s.start_delivery(ev, "alpha", "run-3").await.unwrap());
+    let d = s.deliveries(ev).await.unwrap();
+    assert_eq!(
+        d.iter()
+            .map(|d| (d.playbook.as_str(), d.run_id.as_str()))
+            .collect::<Vec<_>>(),
+        [("alpha", "run-3"), ("zeta", "run-1")]
+    );
+    assert!(s.check().await.unwrap().is_empty());
+    assert!(s.ack_event(ev).await.unwrap());
+    assert!(!s.ack_event(ev).await.unwrap());
+    assert!(s.deliveries(ev).await.unwrap().is_empty());
+    assert!(s.check().await.unwrap().is_empty());
+}
+
+async fn check_cursors(s: &dyn Store) {
+    assert_eq!(s.get_cursor("okta").await.unwrap(), None);
+    s.put_cursor("okta", "2026-01-01T00:00:00Z").await.unwrap();
+    s.put_cursor("okta", "2026-01-02T00:00:00Z").await.unwrap();
+    s.put_cursor("other", "x").await.unwrap();
+    assert_eq!(
+        s.get_cursor("okta").await.unwrap().as_deref(),
+        Some("2026-01-02T00:00:00Z")
+    );
+    s.flush().await.unwrap();
+}
+
+async fn check_concurrent_updates_of_one_case(s: &dyn Store) {
+    let id = s
+        .create(new_case("busy", Severity::Low), &meta(0))
+        .await
+        .unwrap()
+        .case
+        .id;
+    let metas: Vec<WriteMeta> = (0..12).map(|i| meta(1 + i)).collect();
+    let updates = metas.iter().enumerate().map(|(i, m)| {
+        s.update(
+            id,
+            vec![
+                CaseChange::AddComment(format!("c{i}")),
+                CaseChange::AddTags(vec![format!("t{}", i % 3)]),
+            ],
+            m,
+        )
+    });
+    for r in futures_util::future::join_all(updates).await {
+        r.unwrap();
+    }
+    let c = s.get(id).await.unwrap().unwrap();
+    assert_eq!(c.comments.len(), 12);
+    assert_eq!(c.tags.len(), 3);
+    assert_eq!(
+        c.timeline.len(),
+        1 + 12 + 3,
+        "created, 12 comments, 3 new tags"
+    );
+    assert!(s.check().await.unwrap().is_empty());
+}
+
 macro_rules! backends {
     ($($check:ident),+ $(,)?) => {
         mod memory {
@@ -711,6 +1054,15 @@ macro_rules! backends {
                 }
             )+
         }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let s = super::support::pg::fresh().await;
+                    super::$check(&*s).await;
+                }
+            )+
+        }
     };
 }
 
@@ -722,4 +1074,9 @@ backends!(
     check_dedup_key,
     check_idempotency_key,
     check_sla_due,
+    check_inbox_queue,
+    check_run_journal,
+    check_case_event_deliveries,
+    check_cursors,
+    check_concurrent_updates_of_one_case,
 );

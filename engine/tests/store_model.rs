@@ -12,6 +12,10 @@ use engine::cases::{
 use engine::persist::{CaseQuery, CaseSort, Durability, MemoryStore, SledStore, Store, WriteMeta};
 use proptest::prelude::*;
 
+mod support {
+    pub mod pg;
+}
+
 const USERS: [&str; 3] = ["alice", "bob", "eve"];
 const TAGS: [&str; 3] = ["okta", "vip", "edr"];
 const IPS: [&str; 4] = ["10.0.0.1", "2001:db8::1", "10.0.0.2", "::ffff:10.0.0.1"];
@@ -370,5 +374,22 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open_with(dir.path(), Durability::Relaxed).unwrap();
         block_on(run(&s, &ops, &queries))?;
+    }
+}
+
+proptest! {
+    // Fewer cases: each opens a fresh schema (migrations included).
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn postgres_store_indexes_agree_with_the_model(
+        ops in proptest::collection::vec(op(), 1..60),
+        queries in proptest::collection::vec(query(), 1..20),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let s = support::pg::fresh_with(Durability::Relaxed).await;
+            run(&*s, &ops, &queries).await
+        })?;
     }
 }

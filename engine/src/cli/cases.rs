@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use super::{bundled_config, load, open_store, open_store_with, output, runtime, CasesCommand};
+use super::{
+    bundled_config, load, open_store, open_store_with, output, runtime, CasesCommand, StoreLocation,
+};
 use crate::cases::{Actor, Case, CaseChange, CaseId, CaseState, Severity, Timestamp};
 use crate::persist::{CaseQuery, CaseSort, Store, WriteMeta};
 use crate::schedule::Engine;
@@ -45,9 +47,14 @@ pub fn run(command: CasesCommand, registry: Registry) -> Result<ExitCode, String
             tag,
             limit,
             data_dir,
+            database_url,
             json,
         } => {
-            let store = open_store(&data_dir)?;
+            let at = StoreLocation {
+                data_dir: &data_dir,
+                database_url: database_url.as_deref(),
+            };
+            let store = open_store(&at, &rt)?;
             let q = CaseQuery {
                 states: state
                     .iter()
@@ -77,8 +84,17 @@ pub fn run(command: CasesCommand, registry: Registry) -> Result<ExitCode, String
             }
             Ok(ExitCode::SUCCESS)
         }
-        CasesCommand::Show { id, data_dir, json } => {
-            let store = open_store(&data_dir)?;
+        CasesCommand::Show {
+            id,
+            data_dir,
+            database_url,
+            json,
+        } => {
+            let at = StoreLocation {
+                data_dir: &data_dir,
+                database_url: database_url.as_deref(),
+            };
+            let store = open_store(&at, &rt)?;
             let id: CaseId = parse("case id", &id)?;
             match rt.block_on(store.get(id)).map_err(|e| e.to_string())? {
                 None => Err(format!("no case {id}")),
@@ -102,6 +118,7 @@ pub fn run(command: CasesCommand, registry: Registry) -> Result<ExitCode, String
             actor,
             playbooks,
             data_dir,
+            database_url,
             config,
             json,
         } => {
@@ -142,7 +159,11 @@ pub fn run(command: CasesCommand, registry: Registry) -> Result<ExitCode, String
             };
             let config = config.or_else(|| bundled_config(&playbooks));
             let config = crate::config::load(config.as_deref()).map_err(|e| e.to_string())?;
-            let store = open_store_with(&data_dir, &config)?;
+            let at = StoreLocation {
+                data_dir: &data_dir,
+                database_url: database_url.as_deref(),
+            };
+            let store = open_store_with(&at, &config, &rt)?;
             let name = actor
                 .or_else(|| std::env::var("USER").ok())
                 .unwrap_or_else(|| "cli".to_string());

@@ -45,6 +45,9 @@ enum Command {
         /// Where state is kept.
         #[arg(long, default_value = ".caseflow")]
         data_dir: PathBuf,
+        /// PostgreSQL instead of sled: `postgres://user:password@host/db` (see docs/operations.md).
+        #[arg(long, env = "CASEFLOW_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
         /// Configuration file (YAML).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -68,6 +71,9 @@ enum Command {
         /// Where state is kept.
         #[arg(long, default_value = ".caseflow")]
         data_dir: PathBuf,
+        /// PostgreSQL instead of sled: `postgres://user:password@host/db` (see docs/operations.md).
+        #[arg(long, env = "CASEFLOW_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
         /// Configuration file (YAML); default `data/config.yaml` beside the playbooks.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -124,6 +130,9 @@ enum CasesCommand {
         limit: usize,
         #[arg(long, default_value = ".caseflow")]
         data_dir: PathBuf,
+        /// PostgreSQL instead of sled: `postgres://user:password@host/db` (see docs/operations.md).
+        #[arg(long, env = "CASEFLOW_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -132,6 +141,9 @@ enum CasesCommand {
         id: String,
         #[arg(long, default_value = ".caseflow")]
         data_dir: PathBuf,
+        /// PostgreSQL instead of sled: `postgres://user:password@host/db` (see docs/operations.md).
+        #[arg(long, env = "CASEFLOW_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -159,6 +171,9 @@ enum CasesCommand {
         playbooks: Vec<PathBuf>,
         #[arg(long, default_value = ".caseflow")]
         data_dir: PathBuf,
+        /// PostgreSQL instead of sled: `postgres://user:password@host/db` (see docs/operations.md).
+        #[arg(long, env = "CASEFLOW_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
         #[arg(long)]
         config: Option<PathBuf>,
         #[arg(long)]
@@ -172,6 +187,18 @@ enum StoreCommand {
     Check {
         #[arg(long, default_value = ".caseflow")]
         data_dir: PathBuf,
+        /// PostgreSQL instead of sled: `postgres://user:password@host/db` (see docs/operations.md).
+        #[arg(long, env = "CASEFLOW_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+    },
+    /// Copy a sled store into an empty PostgreSQL database (moving a deployment over).
+    Copy {
+        /// The sled data dir to copy from (not changed).
+        #[arg(long)]
+        from: PathBuf,
+        /// The PostgreSQL URL to copy to (its schema must hold no cases, runs or events).
+        #[arg(long, env = "CASEFLOW_DATABASE_URL", hide_env_values = true)]
+        to: String,
     },
 }
 
@@ -309,23 +336,48 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
-/// Open (or create) the sled store under `dir` for a command that only reads: without the
-/// full verification read (a damaged page still fails the read that meets it, and a store
-/// that lost data is still refused by its witness file).
-fn open_store(dir: &std::path::Path) -> Result<std::sync::Arc<dyn crate::persist::Store>, String> {
+/// Where a command keeps its state: PostgreSQL when a database URL is given (flag,
+/// `CASEFLOW_DATABASE_URL`, or the config's `store.postgres.url`), else sled under the data
+/// dir.
+pub(crate) struct StoreLocation<'a> {
+    pub(crate) data_dir: &'a std::path::Path,
+    pub(crate) database_url: Option<&'a str>,
+}
+
+/// Open the store for a command that only reads: sled without the full verification read
+/// (a damaged page still fails the read that meets it, and a store that lost data is still
+/// refused by its witness file).
+fn open_store(
+    at: &StoreLocation<'_>,
+    rt: &tokio::runtime::Runtime,
+) -> Result<std::sync::Arc<dyn crate::persist::Store>, String> {
     open_store_with(
-        dir,
+        at,
         &serde_json::json!({"store": {"verify_on_open": false}}),
+        rt,
     )
 }
 
-/// Open (or create) the sled store under `dir` with the options of a config file
-/// (`durability`, `store.flush_every_ms`).
+/// Open (or create) the store with the options of a config file (`durability`, `store`).
+/// A PostgreSQL store runs its background work (heartbeat, notifications) on `rt`.
 fn open_store_with(
-    dir: &std::path::Path,
+    at: &StoreLocation<'_>,
     config: &serde_json::Value,
+    rt: &tokio::runtime::Runtime,
 ) -> Result<std::sync::Arc<dyn crate::persist::Store>, String> {
     let options = crate::persist::StoreOptions::from_config(config).map_err(|e| e.to_string())?;
+    let dir = at.data_dir;
+    if let Some(pg) = crate::persist::PgOptions::from_config(at.database_url, config)
+        .map_err(|e| e.to_string())?
+    {
+        // The data dir still holds this process's notification outbox file.
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create data dir `{}`: {e}", dir.display()))?;
+        let store = rt
+            .block_on(crate::persist::PgStore::open_with_options(&pg, options))
+            .map_err(|e| e.to_string())?;
+        return Ok(std::sync::Arc::new(store));
+    }
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("cannot create data dir `{}`: {e}", dir.display()))?;
     let store =
@@ -399,6 +451,7 @@ fn run(
             paths,
             listen,
             data_dir,
+            database_url,
             config,
             seed,
         } => serve::run(
@@ -406,6 +459,7 @@ fn run(
                 paths,
                 listen,
                 data_dir,
+                database_url,
                 config,
                 seed,
             },
@@ -461,23 +515,83 @@ fn run(
         }
         Command::Cases { command } => cases::run(command, registry),
         Command::Store {
-            command: StoreCommand::Check { data_dir },
+            command:
+                StoreCommand::Check {
+                    data_dir,
+                    database_url,
+                },
         } => {
-            if !data_dir.exists() {
-                return Err(format!("no store at `{}`", data_dir.display()));
-            }
-            let store = open_store(&data_dir)?;
-            let problems = runtime()?
-                .block_on(store.check())
-                .map_err(|e| e.to_string())?;
+            let rt = runtime()?;
+            let at = StoreLocation {
+                data_dir: &data_dir,
+                database_url: database_url.as_deref(),
+            };
+            let name = match database_url.as_deref() {
+                Some(url) => crate::persist::postgres::config::redact(url),
+                None => {
+                    if !data_dir.exists() {
+                        return Err(format!("no store at `{}`", data_dir.display()));
+                    }
+                    data_dir.display().to_string()
+                }
+            };
+            let store = open_store(&at, &rt)?;
+            let problems = rt.block_on(store.check()).map_err(|e| e.to_string())?;
             if problems.is_empty() {
-                println!("ok: store at `{}` is consistent", data_dir.display());
+                println!("ok: store at `{name}` is consistent");
                 Ok(ExitCode::SUCCESS)
             } else {
                 for p in &problems {
                     println!("problem: {p}");
                 }
-                println!("{} problem(s) in `{}`", problems.len(), data_dir.display());
+                println!("{} problem(s) in `{name}`", problems.len());
+                Ok(ExitCode::from(1))
+            }
+        }
+        Command::Store {
+            command: StoreCommand::Copy { from, to },
+        } => {
+            if !from.is_dir() {
+                return Err(format!("no store at `{}`", from.display()));
+            }
+            let rt = runtime()?;
+            let source = crate::persist::SledStore::open(&from).map_err(|e| e.to_string())?;
+            let problems = rt
+                .block_on(crate::persist::CaseRead::check(&source))
+                .map_err(|e| e.to_string())?;
+            if !problems.is_empty() {
+                for p in &problems {
+                    eprintln!("problem: {p}");
+                }
+                return Err(format!(
+                    "the store at `{}` has {} problem(s); nothing was copied (see `engine store check`)",
+                    from.display(),
+                    problems.len()
+                ));
+            }
+            let target = rt
+                .block_on(crate::persist::PgStore::open(
+                    &crate::persist::PgOptions::new(to.clone()),
+                ))
+                .map_err(|e| e.to_string())?;
+            let report = rt
+                .block_on(crate::persist::postgres::copy_store(&source, &target))
+                .map_err(|e| e.to_string())?;
+            let problems = rt
+                .block_on(crate::persist::CaseRead::check(&target))
+                .map_err(|e| e.to_string())?;
+            println!(
+                "copied {report} from `{}` to `{}`",
+                from.display(),
+                target.label().display()
+            );
+            if problems.is_empty() {
+                println!("ok: the copy is consistent");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for p in &problems {
+                    println!("problem: {p}");
+                }
                 Ok(ExitCode::from(1))
             }
         }
@@ -498,6 +612,7 @@ fn run(
             event,
             source,
             data_dir,
+            database_url,
             config,
             seed,
             json,
@@ -521,7 +636,12 @@ fn run(
                 }
                 all
             };
-            let store = open_store_with(&data_dir, &config)?;
+            let rt = runtime()?;
+            let at = StoreLocation {
+                data_dir: &data_dir,
+                database_url: database_url.as_deref(),
+            };
+            let store = open_store_with(&at, &config, &rt)?;
             let outbox = std::sync::Arc::new(crate::notify::Outbox::in_dir(&data_dir));
             let mut services = Services::new()
                 .with_config(config)
@@ -529,7 +649,6 @@ fn run(
             services.insert(outbox.clone());
             services.seed = seed;
             let engine = Engine::new(bundle, services);
-            let rt = runtime()?;
             let started = crate::cases::Timestamp::now();
             let mut reports = Vec::new();
             // Runs an earlier process left unfinished (a crash, a stop), and what it queued,

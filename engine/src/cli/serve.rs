@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{bundled_config, check_config, load, open_store_with, runtime};
+use super::{bundled_config, check_config, load, open_store_with, runtime, StoreLocation};
 use crate::schedule::Engine;
 use crate::serve::{EngineHook, ServeConfig, Server};
 use crate::step::{Registry, Services};
@@ -20,6 +20,7 @@ pub struct ServeArgs {
     pub paths: Vec<PathBuf>,
     pub listen: String,
     pub data_dir: PathBuf,
+    pub database_url: Option<String>,
     pub config: Option<PathBuf>,
     pub seed: Option<u64>,
 }
@@ -42,7 +43,13 @@ pub fn run(
         Some(p) => format!("{}: {e}", p.display()),
         None => e.to_string(),
     })?;
-    let store = open_store_with(&args.data_dir, &config)?;
+    // The runtime first: a PostgreSQL store keeps its heartbeat and notifications on it.
+    let rt = runtime()?;
+    let at = StoreLocation {
+        data_dir: &args.data_dir,
+        database_url: args.database_url.as_deref(),
+    };
+    let store = open_store_with(&at, &config, &rt)?;
     let outbox = Arc::new(crate::notify::Outbox::in_dir(&args.data_dir));
     let mut services = Services::new().with_config(config).with_store(store);
     services.insert(outbox);
@@ -51,7 +58,6 @@ pub fn run(
     for hook in &hooks {
         hook(&engine);
     }
-    let rt = runtime()?;
     rt.block_on(async move {
         let server = Server::bind(engine, serve_config, &args.listen)
             .await

@@ -11,7 +11,8 @@
 //!
 //! Implementations: [`MemoryStore`] (tests, embedding) and [`SledStore`] (default, on
 //! disk). Both share the key layout and the query planner, so the memory store exercises
-//! the same index logic.
+//! the same index logic. [`PgStore`] keeps the same data in PostgreSQL tables for several
+//! engine processes sharing one database; see [`postgres`].
 //!
 //! The engine's own bookkeeping lives here too: the [`Inbox`] (dedup keys, the queue of
 //! incoming events with their bodies, case-event delivery records, cursors) and the
@@ -89,6 +90,7 @@ mod keys;
 mod memory;
 mod ops;
 mod options;
+pub mod postgres;
 mod run_ops;
 pub mod runs;
 mod sled_store;
@@ -108,6 +110,7 @@ pub use cache::Cache;
 pub use incoming::{Enqueued, Incoming, NewIncoming};
 pub use memory::MemoryStore;
 pub use options::{StoreOptions, DEFAULT_FLUSH_EVERY_MS};
+pub use postgres::{PgOptions, PgStore};
 pub use runs::{
     InboxEntry, RunFilter, RunInputRecord, RunOrigin, RunRecord, RunState, RunSummary, Runs,
 };
@@ -464,6 +467,13 @@ pub trait Inbox: Send + Sync {
 
     /// Sets a named cursor; on disk before it returns, whatever the durability.
     async fn put_cursor(&self, name: &str, value: &str) -> Result<(), StoreError>;
+
+    /// Notified when another process sharing the store committed work (an incoming
+    /// event, a case event, a parked run) or died: the worker wakes on it besides its own
+    /// wake-ups. `None` for stores only this process writes.
+    fn wake_signal(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 /// A full case store.

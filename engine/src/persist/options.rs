@@ -93,9 +93,11 @@ impl StoreOptions {
                                 "`store.verify_on_open`: expected true or false, got {v}"
                             )))
                         }
+                        // Read by `postgres::PgOptions::from_config`.
+                        ("postgres", _) => {}
                         (other, _) => {
                             return Err(Error::Config(format!(
-                                "`store.{other}`: unknown key (known: `flush_every_ms`, `verify_on_open`, `cache_mb`)"
+                                "`store.{other}`: unknown key (known: `flush_every_ms`, `verify_on_open`, `cache_mb`, `postgres`)"
                             )))
                         }
                     }

@@ -264,4 +264,25 @@ pub trait Runs: Send + Sync {
 
     /// Whether inbox entry `seq` was taken, and the runs it started.
     async fn inbox_entry(&self, seq: u64) -> Result<InboxEntry, StoreError>;
+
+    /// Unfinished runs that no live process owns any more (their process died, or parked
+    /// them at shutdown), now owned by this one: a running worker resumes them. Stores that
+    /// one process owns (sled, memory) have none: [`Runs::unfinished_runs`] at start-up
+    /// covers them.
+    async fn take_over_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Holds concurrency key `key` for `run_id` against the runs of *other processes*
+    /// sharing the store, waiting while one of them holds it (runs of one engine are
+    /// already ordered by its own key queue). Released with [`Runs::release_key`], or when
+    /// the holding process dies. Single-process stores return at once.
+    async fn acquire_key(&self, _key: &str, _run_id: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Lets go of a key taken with [`Runs::acquire_key`].
+    async fn release_key(&self, _key: &str, _run_id: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

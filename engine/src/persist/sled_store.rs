@@ -290,6 +290,11 @@ impl SledStore {
         &self.kv.path
     }
 
+    /// The trees, for reading the store as it is (`engine store copy`).
+    pub(crate) fn kv(&self) -> &dyn KvRead {
+        &self.kv
+    }
+
     /// Commits and flushes so far.
     pub fn stats(&self) -> StoreStats {
         StoreStats {

@@ -118,8 +118,23 @@ impl Engine {
         let Some(store) = self.store() else {
             return Ok(Vec::new());
         };
+        let records = store.unfinished_runs().await?;
+        Ok(self.resume_jobs(records))
+    }
+
+    /// Runs another process sharing the store left (it died, or parked them at shutdown),
+    /// taken over by this one, as jobs; see [`crate::persist::Runs::take_over_runs`].
+    pub(crate) async fn taken_over(&self) -> Result<Vec<Job>, crate::Error> {
+        let Some(store) = self.store() else {
+            return Ok(Vec::new());
+        };
+        let records = store.take_over_runs().await?;
+        Ok(self.resume_jobs(records))
+    }
+
+    fn resume_jobs(&self, records: Vec<RunRecord>) -> Vec<Job> {
         let mut jobs = Vec::new();
-        for record in store.unfinished_runs().await? {
+        for record in records {
             let name = record.summary.playbook.clone();
             let (plan, blocked) = match self.bundle.get(&name) {
                 Some(p) => (p.clone(), None),
@@ -151,7 +166,7 @@ impl Engine {
                 blocked,
             });
         }
-        Ok(jobs)
+        jobs
     }
 
     /// Queues the job for its concurrency key (fixing its turn now) and spawns it.
@@ -186,11 +201,20 @@ async fn run_job(shared: Arc<Shared>, job: Job, ticket: Ticket) -> RunReport {
     let Job {
         plan,
         mut record,
-        blocked,
-        ..
+        mut blocked,
+        key,
     } = job;
     let run_id = record.summary.run_id.clone();
     let store = shared.services.store.clone();
+    // This engine's own queue ordered the run among its runs with the same key; the store
+    // holds the key against other processes sharing it (a no-op for sled).
+    let mut store_key = None;
+    if let (Some(store), Some(key), None) = (&store, &key, &blocked) {
+        match store.acquire_key(key, &run_id).await {
+            Ok(()) => store_key = Some(key.clone()),
+            Err(e) => blocked = Some(format!("cannot take concurrency key `{key}`: {e}")),
+        }
+    }
     let mut report = match blocked {
         Some(message) => RunReport {
             run_id: run_id.clone(),
@@ -243,6 +267,12 @@ async fn run_job(shared: Arc<Shared>, job: Job, ticket: Ticket) -> RunReport {
         if let Err(e) = store.finish_run(&record).await {
             // The run stays `running` in the journal and is resumed at the next start.
             tracing::error!(%run_id, error = %e, "could not record the end of the run");
+        }
+        if let Some(key) = &store_key {
+            if let Err(e) = store.release_key(key, &run_id).await {
+                // Another process takes the key once this one is gone.
+                tracing::error!(%run_id, %key, error = %e, "could not release the concurrency key");
+            }
         }
     }
     lock(&shared.in_flight).remove(&run_id);

@@ -68,6 +68,9 @@ impl Default for WorkerConfig {
     }
 }
 
+/// How often a worker on a store shared by several processes looks for runs to take over.
+const TAKEOVER_EVERY: Duration = Duration::from_secs(1);
+
 /// The longest interval or grace period the worker accepts (longer values are clamped).
 const LONGEST: Duration = Duration::from_secs(24 * 3600);
 
@@ -135,6 +138,10 @@ pub struct TickHook {
     busy: Arc<AtomicBool>,
 }
 
+/// How often [`Engine::wait_for`] asks the store about runs it has not seen finish: the
+/// runs of an entry may be taken by another process on the same database.
+const STORE_RECHECK: Duration = Duration::from_millis(200);
+
 impl Engine {
     /// Durably records incoming events (strict durability: flushed before return, with one
     /// flush shared by concurrent callers) and wakes the worker, which runs them later.
@@ -198,7 +205,8 @@ impl Engine {
     /// then on the reports come from [`Engine::subscribe`], and the store is read again only
     /// for a run that finished before this call subscribed, or when the subscription lagged.
     /// (Re-reading every run with its journal whenever the worker made progress cost more
-    /// than the runs themselves with many callers waiting.)
+    /// than the runs themselves with many callers waiting.) Every [`STORE_RECHECK`] the
+    /// store is asked again, for runs another process finished.
     pub async fn wait_for(
         &self,
         seq: u64,
@@ -258,10 +266,17 @@ impl Engine {
                 }
             }
             let waiting_for_worker = runs.is_none();
+            let recheck_at = Instant::now() + STORE_RECHECK;
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => return Ok(None),
                     _ = &mut progressed, if waiting_for_worker => break,
+                    // Another process sharing the store (PostgreSQL) may run this entry's
+                    // runs; their reports never reach this process's subscription.
+                    _ = tokio::time::sleep_until(recheck_at), if !waiting_for_worker => {
+                        check_store = true;
+                        break;
+                    }
                     r = finished.recv() => match r {
                         Ok(report) if report.inbox_seq == Some(seq) => {
                             if !done.iter().any(|d| d.run_id == report.run_id) {
@@ -373,9 +388,20 @@ impl Engine {
         }
         // Deadlines that passed while the engine was stopped are swept at once.
         let mut next_sla = Instant::now();
+        // Other processes sharing the store wake this one when they commit work, and their
+        // runs are taken over once they are gone (stores of one process have neither).
+        let external = store.wake_signal();
+        let mut next_takeover = Instant::now() + TAKEOVER_EVERY;
         loop {
             let woken = self.shared.wake.notified();
             tokio::pin!(woken);
+            let woken_elsewhere = async {
+                match &external {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(woken_elsewhere);
             if shutdown.is_cancelled() {
                 return Ok(());
             }
@@ -409,6 +435,13 @@ impl Engine {
                 }
             }
             let now = Instant::now();
+            if external.is_some() && now >= next_takeover {
+                next_takeover = now + TAKEOVER_EVERY;
+                for job in self.taken_over().await? {
+                    self.launch(job, runs);
+                    found = true;
+                }
+            }
             if now >= next_sla {
                 next_sla = now + cfg.sla_every;
                 let breached = self.mark_sla_breaches(self.now()).await?;
@@ -427,10 +460,14 @@ impl Engine {
             if found && runs.len() < cfg.max_runs {
                 continue;
             }
-            let next_tick = next_hook.map_or(next_sla, |h| h.min(next_sla));
+            let mut next_tick = next_hook.map_or(next_sla, |h| h.min(next_sla));
+            if external.is_some() {
+                next_tick = next_tick.min(next_takeover);
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = &mut woken => {}
+                _ = &mut woken_elsewhere => {}
                 _ = tokio::time::sleep_until(next_tick) => {}
                 Some(r) = runs.join_next(), if !runs.is_empty() => {
                     if let Err(e) = r {
