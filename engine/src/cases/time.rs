@@ -64,7 +64,13 @@ impl Timestamp {
     /// The current wall-clock time. Library code should take time from its context (so
     /// tests can fix it); this is for the edges (CLI, server) that own the clock.
     pub fn now() -> Self {
-        let ms = match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Self::from_system_time(std::time::SystemTime::now())
+    }
+
+    /// A clock reading as a timestamp (millisecond precision), clamped to the representable
+    /// range: the one conversion from a `Clock`'s `SystemTime`.
+    pub fn from_system_time(t: std::time::SystemTime) -> Self {
+        let ms = match t.duration_since(std::time::UNIX_EPOCH) {
             Ok(d) => i64::try_from(d.as_millis()).unwrap_or(MAX_MS),
             Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(-MIN_MS),
         };

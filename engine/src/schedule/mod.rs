@@ -278,15 +278,7 @@ impl Engine {
     }
 
     fn now(&self) -> Timestamp {
-        let ms = self
-            .shared
-            .services
-            .clock
-            .now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        Timestamp::from_unix_millis(ms).unwrap_or_else(|_| Timestamp::now())
+        Timestamp::from_system_time(self.shared.services.clock.now())
     }
 
     /// The depth of a run, from its journal record (case events only exist with a store).

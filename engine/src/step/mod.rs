@@ -370,12 +370,7 @@ impl StepContext {
 
     /// The current time as a case timestamp.
     pub fn timestamp(&self) -> Timestamp {
-        let ms = self
-            .now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        Timestamp::from_unix_millis(ms).unwrap_or_else(|_| Timestamp::now())
+        Timestamp::from_system_time(self.now())
     }
 
     /// This step of this run, as the actor of case changes.

@@ -28,7 +28,10 @@ async fn stored_answers(
     key: &str,
     now: SystemTime,
 ) -> Option<BTreeMap<String, ProviderVerdict>> {
-    match store.cache_get(STORE_NAMESPACE, key, timestamp(now)).await {
+    match store
+        .cache_get(STORE_NAMESPACE, key, Timestamp::from_system_time(now))
+        .await
+    {
         Ok(Some(v)) => serde_json::from_value(v).ok(),
         Ok(None) => None,
         Err(e) => {
@@ -36,14 +39,6 @@ async fn stored_answers(
             None
         }
     }
-}
-
-fn timestamp(t: SystemTime) -> Timestamp {
-    let ms = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    Timestamp::from_unix_millis(ms).unwrap_or_else(|_| Timestamp::now())
 }
 
 /// Addresses enriched at the same time by [`Enricher::check_all`].
@@ -304,7 +299,7 @@ impl Enricher {
         let Ok(value) = serde_json::to_value(&answers) else {
             return;
         };
-        let expires = timestamp(now + ttl);
+        let expires = Timestamp::from_system_time(now + ttl);
         if let Err(e) = store.cache_put(STORE_NAMESPACE, key, &value, expires).await {
             tracing::warn!(error = %e, "could not keep an enrichment result in the store cache");
         }

@@ -21,13 +21,7 @@ pub fn register_cache_purge(engine: &Engine) {
     engine.on_tick(PURGE_EVERY, move || {
         let store = store.clone();
         Box::pin(async move {
-            let ms = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-                .unwrap_or(0);
-            let Ok(now) = Timestamp::from_unix_millis(ms) else {
-                return;
-            };
+            let now = Timestamp::from_system_time(SystemTime::now());
             match store.cache_purge(now, PURGE_LIMIT).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(removed = n, "expired cache entries purged"),

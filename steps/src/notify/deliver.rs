@@ -386,9 +386,7 @@ fn millis(t: SystemTime) -> i64 {
 }
 
 fn timestamp(t: SystemTime) -> String {
-    engine::cases::Timestamp::from_unix_millis(millis(t))
-        .map(|t| t.to_string())
-        .unwrap_or_default()
+    engine::cases::Timestamp::from_system_time(t).to_string()
 }
 
 #[cfg(test)]
