@@ -21,6 +21,9 @@
 //! see a loss. And the burst test sends 50 concurrent deliveries for one user through the
 //! real server: one case, 50 pre-processing runs.
 
+mod support {
+    pub mod server;
+}
 mod kill_support;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -456,7 +459,7 @@ async fn sigkill_loop_loses_no_acknowledged_event() {
     let (mut acked_under_fire, mut resumed) = (0, 0);
     let mut epochs = Vec::new();
     for epoch in 0..kills_wanted {
-        let mut s = Server::start(&spec);
+        let mut s = kill_support::start(&spec);
         let t0 = Instant::now();
         let mut set = senders.spawn(&s.base, SENDERS);
         // Most kills come after a random number of acknowledgements in this life of the
@@ -502,7 +505,7 @@ async fn sigkill_loop_loses_no_acknowledged_event() {
     }
 
     // The last life: send what is still owed and let the worker finish.
-    let s = Server::start(&spec);
+    let s = kill_support::start(&spec);
     send_all(&senders, &s).await;
     let c = client();
     let events_n = events.len();
@@ -622,7 +625,7 @@ async fn the_checker_sees_what_relaxed_durability_loses_to_a_kill() {
             tmp.path(),
             &config("durability: relaxed\nstore:\n  flush_every_ms: 30000\n"),
         );
-        let s = Server::start(&spec);
+        let s = kill_support::start(&spec);
         let base = s.base.clone();
         let switch = Arc::new(KillSwitch {
             at: KILL_AT,
@@ -642,7 +645,7 @@ async fn the_checker_sees_what_relaxed_durability_loses_to_a_kill() {
         let ledger = std::mem::take(&mut *senders.ledger.lock().unwrap());
         let acked = acked_events(&events, &deliveries, &ledger);
 
-        let s = Server::start(&spec);
+        let s = kill_support::start(&spec);
         let c = client();
         drained(
             &c,
@@ -693,7 +696,7 @@ async fn a_burst_of_fifty_deliveries_for_one_user_opens_one_case() {
     const BURST: usize = 50;
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&spec(tmp.path(), &config("")));
+    let s = kill_support::start(&spec(tmp.path(), &config("")));
     let user = "bob.builder@acme.example";
     // In the demo blocklist: the case is escalated (in_progress, assigned) and stays open.
     let ip = "203.0.113.9";

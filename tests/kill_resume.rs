@@ -20,6 +20,9 @@
 //!   before anything *starts* after them): it may be sent once or twice, always with its
 //!   one key.
 
+mod support {
+    pub mod server;
+}
 mod kill_support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -180,7 +183,7 @@ async fn resumed_runs_send_no_journaled_step_again_across_kills() {
 
     // Life 1: the runs reach `two`, which is held; `side` finishes.
     rec.hold(&["/two"]);
-    let mut s = Server::start(&spec);
+    let mut s = kill_support::start(&spec);
     for n in 0..RUNS {
         let r = c
             .post(s.url("/events/src"))
@@ -210,7 +213,7 @@ async fn resumed_runs_send_no_journaled_step_again_across_kills() {
 
     // Life 2: `two` answers now, `three` is held.
     rec.hold(&["/three"]);
-    let mut s = Server::start(&spec);
+    let mut s = kill_support::start(&spec);
     rec.wait_for("/three", RUNS).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let at_kill2 = journaled(&c, &s, &ids).await;
@@ -226,7 +229,7 @@ async fn resumed_runs_send_no_journaled_step_again_across_kills() {
 
     // Life 3: nothing held; every run finishes.
     rec.hold(&[]);
-    let s = Server::start(&spec);
+    let s = kill_support::start(&spec);
     let deadline = Instant::now() + Duration::from_secs(30);
     let finished = loop {
         let all = runs(&c, &s, "playbook=calls").await;

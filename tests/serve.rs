@@ -1,9 +1,7 @@
 //! `engine serve` over HTTP: the real binary on 127.0.0.1:0, spoken to with reqwest.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -12,9 +10,10 @@ const HOOK_SECRET: &str = "Basic b2t0YTpob29rLXNlY3JldA==";
 const API_TOKEN: &str = "test-api-token-0123456789";
 const OKTA_TOKEN: &str = "okta-api-token";
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+mod support {
+    pub mod server;
 }
+use support::server::{engine, repo, Server};
 
 /// The offline IAM config of `playbooks/data/config.yaml`, plus the server's keys, with the
 /// secrets read from the environment as in production.
@@ -42,103 +41,27 @@ http:
     )
 }
 
-struct Server {
-    child: Child,
-    base: String,
-    stderr: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Server {
-    /// Start `engine serve playbooks/iam.yaml` with `config` in a data dir under `dir`.
-    fn start(dir: &Path, config: &str) -> Server {
-        std::fs::write(dir.join("config.yaml"), config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
-            .current_dir(repo())
-            .args([
-                "serve",
-                "playbooks/iam.yaml",
-                "--listen",
-                "127.0.0.1:0",
-                "--seed",
-                "7",
-            ])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--config")
-            .arg(dir.join("config.yaml"))
-            .env("TEST_OKTA_HOOK_SECRET", HOOK_SECRET)
-            .env("TEST_CASEFLOW_API_TOKEN", API_TOKEN)
-            .env("TEST_OKTA_TOKEN", OKTA_TOKEN)
-            .env("CASEFLOW_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("engine starts");
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let err_pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no address printed; stderr: {}", stderr.lock().unwrap()));
-        let base = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line `{line}`"))
-            .to_string();
-        Server {
-            child,
-            base,
-            stderr,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// SIGTERM, then the exit code.
-    fn terminate(mut self) -> (Option<i32>, String) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
-                return (s.code(), self.stderr());
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "engine did not stop after SIGTERM; stderr: {}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `engine serve playbooks/iam.yaml` with `config` in a data dir under `dir`.
+fn start(dir: &Path, config: &str) -> Server {
+    std::fs::write(dir.join("config.yaml"), config).unwrap();
+    let mut cmd = engine();
+    cmd.args([
+        "serve",
+        "playbooks/iam.yaml",
+        "--listen",
+        "127.0.0.1:0",
+        "--seed",
+        "7",
+    ])
+    .arg("--data-dir")
+    .arg(dir.join("data"))
+    .arg("--config")
+    .arg(dir.join("config.yaml"))
+    .env("TEST_OKTA_HOOK_SECRET", HOOK_SECRET)
+    .env("TEST_CASEFLOW_API_TOKEN", API_TOKEN)
+    .env("TEST_OKTA_TOKEN", OKTA_TOKEN)
+    .env("CASEFLOW_LOG", "info");
+    Server::spawn(cmd)
 }
 
 fn client() -> reqwest::Client {
@@ -260,7 +183,7 @@ fn sample_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> 
 #[tokio::test]
 async fn okta_verification_checks_the_secret_like_deliveries() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(tmp.path(), &config(""));
+    let s = start(tmp.path(), &config(""));
     let c = client();
     let url = s.url("/hooks/okta");
     let challenge = "X5Y1HvTKxCWqGuWtPAl7_aMzpRKDGvoA_DrmNrK6bw0";
@@ -315,7 +238,7 @@ async fn okta_verification_checks_the_secret_like_deliveries() {
 #[tokio::test]
 async fn deliveries_with_a_wrong_or_missing_secret_store_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(tmp.path(), &config(""));
+    let s = start(tmp.path(), &config(""));
     let c = client();
     let body = delivery(vec![threat(
         "a0000000-0000-0000-0000-000000000001",
@@ -365,7 +288,7 @@ async fn deliveries_with_a_wrong_or_missing_secret_store_nothing() {
 #[tokio::test]
 async fn the_official_sample_batches_and_duplicates() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(tmp.path(), &config(""));
+    let s = start(tmp.path(), &config(""));
     let c = client();
 
     // Okta's own delivery sample (a successful login: stored, no case).
@@ -444,7 +367,7 @@ async fn the_official_sample_batches_and_duplicates() {
 #[tokio::test]
 async fn api_needs_the_token_and_patch_fires_the_state_changed_playbook() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(tmp.path(), &config(""));
+    let s = start(tmp.path(), &config(""));
     let c = client();
 
     // 401 without or with a wrong token, on /api and /events alike.
@@ -616,7 +539,7 @@ async fn a_source_configured_to_wait_answers_when_its_runs_are_done() {
         "  wait_timeout: 20s\n  sources:\n    okta: { wait: true }\n",
     );
     assert!(cfg.contains("okta: { wait: true }"));
-    let s = Server::start(tmp.path(), &cfg);
+    let s = start(tmp.path(), &cfg);
     let c = client();
     let post = |path: &str, body: Value| {
         c.post(s.url(path))
@@ -672,7 +595,7 @@ async fn a_source_configured_to_wait_answers_when_its_runs_are_done() {
 #[tokio::test]
 async fn malformed_and_oversized_bodies_are_json_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(tmp.path(), &config(""));
+    let s = start(tmp.path(), &config(""));
     let c = client();
 
     for (path, auth) in [("/hooks/okta", HOOK_SECRET), ("/events/siem", "")] {
@@ -838,7 +761,7 @@ fn check_exposition(text: &str) {
 #[tokio::test]
 async fn metrics_are_prometheus_text() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(tmp.path(), &config(""));
+    let s = start(tmp.path(), &config(""));
     let c = client();
     // Something to count: a VIP login from a blocklisted IP runs the whole IAM chain.
     let r = c
@@ -915,7 +838,7 @@ async fn metrics_are_prometheus_text() {
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero_and_a_restart_remembers() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(tmp.path(), &config(""));
+    let s = start(tmp.path(), &config(""));
     let c = client();
     let events: Vec<Value> = (0..20)
         .map(|i| {
@@ -932,7 +855,7 @@ async fn sigterm_drains_and_exits_zero_and_a_restart_remembers() {
     assert!(stderr.contains("stopped"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 
-    let s = Server::start(tmp.path(), &config(""));
+    let s = start(tmp.path(), &config(""));
     // Acknowledged uuids are remembered across the restart.
     let r = hook(&c, &s, &delivery(events)).await;
     assert_eq!(r.status(), 200);
@@ -1014,7 +937,7 @@ mod poller {
     }
 
     fn start(dir: &Path, base: &str) -> Server {
-        Server::start(dir, &poll_config(base))
+        super::start(dir, &poll_config(base))
     }
 
     #[tokio::test]
@@ -1198,7 +1121,7 @@ async fn the_outbox_retry_runs_while_serving() {
         "notify:\n  channels: [outbox, webhook]\n  webhook: {{ url: \"{}/notify\" }}\n  delivery: {{ attempts: 1, backoff: 10ms, interval: 200ms }}\n",
         hooks.uri()
     );
-    let s = Server::start(tmp.path(), &(config("") + &notify));
+    let s = start(tmp.path(), &(config("") + &notify));
     let c = client();
     let r = c
         .post(s.url("/events/okta?wait=true"))

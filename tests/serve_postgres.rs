@@ -9,30 +9,25 @@
 //! No server is a failure with instructions (`.ci/postgres.sh`), never a skip.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+#[path = "../engine/tests/support/pg_server.rs"]
+mod pg_server;
+use pg_server::test_url;
+
 const HOOK_SECRET: &str = "Basic b2t0YTpob29rLXNlY3JldA==";
-const DEFAULT_URL: &str = "postgres://caseflow:caseflow@127.0.0.1:5432/caseflow_test";
 /// In the demo blocklist: the case is escalated and stays open, so later alerts for the
 /// same user update it instead of opening another.
 const BAD_IP: &str = "203.0.113.9";
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+mod support {
+    pub mod server;
 }
-
-fn test_url() -> String {
-    std::env::var("CASEFLOW_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-        .unwrap_or_else(|| DEFAULT_URL.into())
-}
+use support::server::{engine, repo, Server};
 
 /// A fresh schema, dropped at the end.
 struct Schema {
@@ -127,69 +122,18 @@ http:
     )
 }
 
-struct Server {
-    child: Child,
-    base: String,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Server {
-    fn start(dir: &Path, name: &str, url: &str) -> Server {
-        let data = dir.join(name);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
-            .current_dir(repo())
-            .args(["serve", "playbooks/iam.yaml", "--listen", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--config")
-            .arg(dir.join("config.yaml"))
-            .env("CASEFLOW_DATABASE_URL", url)
-            .env("TEST_OKTA_HOOK_SECRET", HOOK_SECRET)
-            .env("CASEFLOW_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("engine starts");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no address printed; stderr: {}", stderr.lock().unwrap()));
-        let base = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line `{line}`"))
-            .to_string();
-        Server {
-            child,
-            base,
-            stderr,
-        }
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `engine serve` on the database at `url`, its own data dir `dir/name`.
+fn start(dir: &Path, name: &str, url: &str) -> Server {
+    let mut cmd = engine();
+    cmd.args(["serve", "playbooks/iam.yaml", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.join(name))
+        .arg("--config")
+        .arg(dir.join("config.yaml"))
+        .env("CASEFLOW_DATABASE_URL", url)
+        .env("TEST_OKTA_HOOK_SECRET", HOOK_SECRET)
+        .env("CASEFLOW_LOG", "warn");
+    Server::spawn(cmd)
 }
 
 fn alert(uuid: &str, user: &str) -> Value {
@@ -252,10 +196,7 @@ async fn wait_idle(s: &Schema, secs: u64, servers: &[&Server]) {
             return;
         }
         if Instant::now() > deadline {
-            let stderr: Vec<String> = servers
-                .iter()
-                .map(|s| s.stderr.lock().unwrap().clone())
-                .collect();
+            let stderr: Vec<String> = servers.iter().map(|s| s.stderr()).collect();
             panic!("still busy ({busy} left) after {secs}s; stderr: {stderr:#?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -294,8 +235,8 @@ async fn two_processes_lose_nothing_when_one_is_killed_three_times() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.yaml"), config("strict")).unwrap();
     let url = schema.url();
-    let mut a = Server::start(dir.path(), "a", &url);
-    let b = Server::start(dir.path(), "b", &url);
+    let mut a = start(dir.path(), "a", &url);
+    let b = start(dir.path(), "b", &url);
     let c = client();
     const USERS: usize = 8;
     const EVENTS: usize = 96;
@@ -306,9 +247,9 @@ async fn two_processes_lose_nothing_when_one_is_killed_three_times() {
         // Kill A every 24 events, while its earlier deliveries are still running, and
         // restart it at once.
         if i > 0 && i % 24 == 0 && kills < 3 {
-            a.kill9();
+            assert!(a.kill9(), "the server was running when killed");
             kills += 1;
-            a = Server::start(dir.path(), "a", &url);
+            a = start(dir.path(), "a", &url);
         }
         let uuid = format!("kill-{i:04}");
         let user = format!("user{}@acme.example", i % USERS);
@@ -370,7 +311,7 @@ async fn two_processes_lose_nothing_when_one_is_killed_three_times() {
         .await;
     assert_eq!(dup_runs, 0, "an event ran twice");
     check_cli(&url);
-    let b_log = b.stderr.lock().unwrap().clone();
+    let b_log = b.stderr();
     eprintln!(
         "{} events acknowledged of {EVENTS}, 3 kills, idle after {:.1}s; b noticed a dead process {} time(s) and took over runs {} time(s)",
         acked.len(),
@@ -386,8 +327,8 @@ async fn a_burst_for_one_user_over_two_processes_opens_one_case() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.yaml"), config("strict")).unwrap();
     let url = schema.url();
-    let a = Server::start(dir.path(), "a", &url);
-    let b = Server::start(dir.path(), "b", &url);
+    let a = start(dir.path(), "a", &url);
+    let b = start(dir.path(), "b", &url);
     let c = client();
     let mut set = tokio::task::JoinSet::new();
     for i in 0..50 {
@@ -434,8 +375,8 @@ async fn a_burst_for_one_user_over_two_processes_opens_one_case() {
 }
 
 fn engine_cmd() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_engine"));
-    c.current_dir(repo()).env_remove("CASEFLOW_DATABASE_URL");
+    let mut c = engine();
+    c.env_remove("CASEFLOW_DATABASE_URL");
     c
 }
 

@@ -19,9 +19,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod support {
+    pub mod server;
+}
 mod web_support;
 
-use web_support::{api, feed, hostile_event, repo, samples, Server, API_TOKEN, TEAM, XSS_USER};
+use web_support::{api, feed, hostile_event, repo, samples, API_TOKEN, TEAM, XSS_USER};
 
 /// The browser part must finish within this (it takes about 10 s).
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(90);
@@ -122,7 +125,7 @@ fn run_browser(base: &str, shots: &Path) -> (bool, String) {
 async fn analysts_work_a_case_in_the_browser() {
     check_prerequisites();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = web_support::start(dir.path());
     let base = server.base.clone();
     let http = reqwest::Client::new();
 

@@ -9,9 +9,12 @@ use reqwest::redirect::Policy;
 use reqwest::StatusCode;
 use serde_json::Value;
 
+mod support {
+    pub mod server;
+}
 mod web_support;
 
-use web_support::{api, feed, hostile_event, samples, Server, API_TOKEN, TEAM, XSS_USER};
+use web_support::{api, feed, hostile_event, samples, API_TOKEN, TEAM, XSS_USER};
 
 fn session_of(r: &reqwest::Response) -> Option<String> {
     r.headers()
@@ -30,7 +33,7 @@ fn csrf_of(body: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_case_page_form_fires_the_same_triggers_as_the_api() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = web_support::start(dir.path());
     let base = server.base.clone();
     let api_client = reqwest::Client::new();
     for e in samples() {

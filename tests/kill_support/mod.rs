@@ -2,11 +2,8 @@
 //! SIGKILLed and started again on the same data dir.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -14,9 +11,7 @@ use serde_json::Value;
 pub const HOOK_SECRET: &str = "Basic b2t0YTpraWxsLWxvb3Atc2VjcmV0";
 pub const API_TOKEN: &str = "kill-loop-api-token-5e0c2a";
 
-pub fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+pub use crate::support::server::{engine, repo};
 
 /// How to start the server.
 #[derive(Clone, Debug)]
@@ -29,129 +24,29 @@ pub struct Spec {
     pub log: String,
 }
 
-/// A running `engine serve`.
-pub struct Server {
-    child: Child,
-    /// `http://127.0.0.1:PORT`.
-    pub base: String,
-    stderr: Arc<Mutex<String>>,
-}
+pub use crate::support::server::Server;
 
-impl Server {
-    /// Starts the server and waits for its `listening on http://ADDR` line.
-    pub fn start(spec: &Spec) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_engine"));
-        cmd.current_dir(repo())
-            .arg("serve")
-            .args(&spec.playbooks)
-            .args(["--listen", "127.0.0.1:0", "--seed", "7"])
-            .arg("--data-dir")
-            .arg(&spec.data_dir)
-            .arg("--config")
-            .arg(&spec.config)
-            .env("TEST_OKTA_HOOK_SECRET", HOOK_SECRET)
-            .env("TEST_CASEFLOW_API_TOKEN", API_TOKEN)
-            .env(
-                "CASEFLOW_LOG",
-                if spec.log.is_empty() {
-                    "warn"
-                } else {
-                    &spec.log
-                },
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("engine starts");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let err_pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait();
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "engine serve printed no address ({status:?}); stderr:\n{}",
-                    stderr.lock().unwrap()
-                );
-            }
-        };
-        let base = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line `{line}`"))
-            .to_string();
-        Server {
-            child,
-            base,
-            stderr,
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGKILL. True when the signal is what ended the process (it was still running).
-    pub fn kill9(&mut self) -> bool {
-        let _ = self.child.kill();
-        let status = self.child.wait().expect("wait for the killed child");
-        status.signal() == Some(SIGKILL)
-    }
-
-    /// SIGTERM, then the exit code.
-    pub fn terminate(mut self) -> (Option<i32>, String) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
-                return (s.code(), self.stderr());
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "engine did not stop after SIGTERM; stderr: {}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-const SIGKILL: i32 = 9;
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts the server and waits for its `listening on http://ADDR` line.
+pub fn start(spec: &Spec) -> Server {
+    let mut cmd = engine();
+    cmd.arg("serve")
+        .args(&spec.playbooks)
+        .args(["--listen", "127.0.0.1:0", "--seed", "7"])
+        .arg("--data-dir")
+        .arg(&spec.data_dir)
+        .arg("--config")
+        .arg(&spec.config)
+        .env("TEST_OKTA_HOOK_SECRET", HOOK_SECRET)
+        .env("TEST_CASEFLOW_API_TOKEN", API_TOKEN)
+        .env(
+            "CASEFLOW_LOG",
+            if spec.log.is_empty() {
+                "warn"
+            } else {
+                &spec.log
+            },
+        );
+    Server::spawn(cmd)
 }
 
 pub fn client() -> reqwest::Client {

@@ -2,11 +2,7 @@
 //! token, the events fed to it, and API reads.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -17,9 +13,7 @@ pub const TEAM: [&str; 3] = [
     "eli.analyst@acme.example",
     "fay.analyst@acme.example",
 ];
-pub fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+pub use crate::support::server::{engine, repo};
 
 pub fn config() -> String {
     r#"
@@ -40,76 +34,19 @@ server:
     .to_string()
 }
 
-pub struct Server {
-    child: Child,
-    pub base: String,
-    /// What the server wrote to stderr, shown when a test fails.
-    stderr: Arc<Mutex<String>>,
-}
+pub use crate::support::server::Server;
 
-impl Server {
-    pub fn start(dir: &Path) -> Server {
-        std::fs::write(dir.join("config.yaml"), config()).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
-            .current_dir(repo())
-            .args(["serve", "playbooks/iam.yaml", "--listen", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--config")
-            .arg(dir.join("config.yaml"))
-            .env("TEST_CASEFLOW_API_TOKEN", API_TOKEN)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("engine starts");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let err_pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
-                if let Ok(mut s) = sink.lock() {
-                    s.push_str(&line);
-                    s.push('\n');
-                }
-            }
-        });
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "`engine serve` printed no address; stderr:\n{}",
-                    stderr.lock().map(|s| s.clone()).unwrap_or_default()
-                )
-            });
-        let base = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line `{line}`"))
-            .to_string();
-        Server {
-            child,
-            base,
-            stderr,
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            if let Ok(s) = self.stderr.lock() {
-                eprintln!("engine serve's stderr:\n{s}");
-            }
-        }
-    }
+/// `engine serve playbooks/iam.yaml` with [`config`] in a data dir under `dir`.
+pub fn start(dir: &Path) -> Server {
+    std::fs::write(dir.join("config.yaml"), config()).unwrap();
+    let mut cmd = engine();
+    cmd.args(["serve", "playbooks/iam.yaml", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--config")
+        .arg(dir.join("config.yaml"))
+        .env("TEST_CASEFLOW_API_TOKEN", API_TOKEN);
+    Server::spawn(cmd)
 }
 
 /// An Okta account lockout whose message and reason are markup.

@@ -1,7 +1,8 @@
 //! PostgreSQL for the store tests: each test gets a fresh schema in the database at
 //! `CASEFLOW_TEST_DATABASE_URL` (default `postgres://caseflow:caseflow@127.0.0.1:5432/caseflow_test`,
-//! what `bash .ci/postgres.sh` sets up), dropped when the test's store goes. No server is
-//! not a skip: the test fails and says how to start one.
+//! what `bash .ci/postgres.sh` sets up, and starts when nothing answers: see `pg_server.rs`),
+//! dropped when the test's store goes. No server is not a skip: the test fails and says how
+//! to start one.
 
 #![allow(dead_code)]
 
@@ -9,15 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use engine::persist::{Durability, PgOptions, PgStore, StoreOptions};
 
-/// The default test database (see `.ci/postgres.sh`).
-pub const DEFAULT_URL: &str = "postgres://caseflow:caseflow@127.0.0.1:5432/caseflow_test";
-
-pub fn test_url() -> String {
-    std::env::var("CASEFLOW_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-        .unwrap_or_else(|| DEFAULT_URL.to_string())
-}
+#[path = "pg_server.rs"]
+mod pg_server;
+pub use pg_server::{test_url, DEFAULT_URL};
 
 /// A schema name no other test uses.
 pub fn fresh_schema() -> String {
