@@ -119,6 +119,12 @@ fn running_the_samples_twice_opens_and_changes_nothing() {
         text.contains(&format!("({expected} duplicate(s) skipped)")),
         "{text}"
     );
+    // And says why on stderr, with the way to run them afresh.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("every event was already received") && err.contains("--data-dir"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -688,6 +688,15 @@ fn run(
                 output::run_json(&reports, &cases, &outbox.sent(), duplicates);
             } else {
                 output::run_summary(&reports, &cases, &outbox.sent());
+                if duplicates > 0 && duplicates == reports.len() {
+                    // A second `engine run` on the same events looks like it did nothing.
+                    eprintln!(
+                        "note: every event was already received by the store in {} (the same \
+                         event never runs twice); `engine cases list --data-dir {0}` shows \
+                         their cases, another `--data-dir` runs them afresh",
+                        data_dir.display()
+                    );
+                }
             }
             let ok = reports
                 .iter()
