@@ -202,9 +202,25 @@ pub(crate) fn valid_schema(s: &str) -> Result<String, String> {
 /// `url` without its password: `postgres://user:secret@host/db` ->
 /// `postgres://user@host/db`; `password=secret` in a key=value string -> `password=***`.
 pub fn redact(url: &str) -> String {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        match url::Url::parse(url) {
-            Ok(mut u) => {
+    if let Some((scheme, _)) = url.split_once("://") {
+        // Any scheme, not only PostgreSQL's: a mistyped `mysql://user:pw@...` is shown in
+        // the error that refuses it, and must not show its password there.
+        let scheme = if !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        {
+            scheme
+        } else {
+            "?"
+        };
+        // A URL that parses into something other than `scheme://authority...` (say
+        // `pa:ss://user:pw@host`, whose "path" would keep the password) counts as unparseable.
+        match url::Url::parse(url)
+            .ok()
+            .filter(|u| u.scheme().eq_ignore_ascii_case(scheme) && u.has_host())
+        {
+            Some(mut u) => {
                 if u.password().is_some() {
                     let _ = u.set_password(None);
                 }
@@ -225,7 +241,7 @@ pub fn redact(url: &str) -> String {
                 u.to_string()
             }
             // Not parseable: show only the scheme, which cannot hold a secret.
-            Err(_) => "postgres://<unparseable url>".into(),
+            None => format!("{scheme}://<unparseable url>"),
         }
     } else {
         // key=value form: hide the value of `password`.
@@ -287,6 +303,15 @@ pub(crate) fn split_url(url: &str) -> Result<ParsedUrl, String> {
             schema,
             sslmode_given,
         })
+    } else if let Some((scheme, _)) = url.split_once("://") {
+        let scheme: String = scheme
+            .chars()
+            .take(20)
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect();
+        Err(format!(
+            "not a PostgreSQL URL (scheme `{scheme}`; expected postgres:// or postgresql://, or key=value settings)"
+        ))
     } else {
         Ok(ParsedUrl {
             driver: url.to_string(),
@@ -318,6 +343,10 @@ mod tests {
             "host=db user=ana password=*** dbname=x"
         );
         assert!(!redact("postgres://a:%s3cret@[oops").contains("s3cret"));
+        // Not PostgreSQL's scheme: refused later, but never shown with its password.
+        assert_eq!(redact("mysql://ana:s3cret@db/x"), "mysql://ana@db/x");
+        assert!(!redact("mysql://ana:s3cret@[oops").contains("s3cret"));
+        assert!(!redact("pa:ss://ana:s3cret@db/x").contains("s3cret"));
         let o = PgOptions::new("postgres://ana:s3cret@db/x");
         assert!(!format!("{o:?}").contains("s3cret"));
     }
