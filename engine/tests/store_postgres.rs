@@ -160,7 +160,7 @@ async fn a_newer_schema_is_refused() {
     assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
     let msg = e.to_string();
     assert!(
-        msg.contains("schema version 99 (`future`) is newer than this engine supports (2)"),
+        msg.contains("schema version 99 (`future`) is newer than this engine supports (3)"),
         "{msg}"
     );
     assert!(msg.contains(&t.schema), "names the schema: {msg}");
