@@ -7,8 +7,9 @@ use engine::cases::{
     Actor, CaseChange, CaseId, CaseState, NewCase, NewObservable, ObservableType, Severity,
     Timestamp,
 };
-use engine::persist::{Notifications, 
-    CaseQuery, CaseRead, CaseWrite, Durability, Inbox, SledStore, StoreError, WriteMeta,
+use engine::persist::{
+    CaseQuery, CaseRead, CaseWrite, Durability, Inbox, Notifications, SledStore, StoreError,
+    WriteMeta,
 };
 
 fn meta(ms: i64) -> WriteMeta {
@@ -237,7 +238,10 @@ async fn older_stores_are_upgraded_in_place() {
             assert_eq!(s.inbox_depth().await.unwrap(), 0);
             // The outbox trees of version 5 start empty and work.
             assert!(s.notifications_all().await.unwrap().is_empty());
-            assert!(s.notification_push(&note("n1"), &["slack".into()]).await.unwrap());
+            assert!(s
+                .notification_push(&note("n1"), &["slack".into()])
+                .await
+                .unwrap());
             assert_eq!(s.notifications_pending(None, 10).await.unwrap().len(), 1);
             assert!(s.check().await.unwrap().is_empty());
         }

@@ -239,9 +239,8 @@ async fn slack_5xx_is_delivered_by_a_later_pass_from_the_store() {
         .await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut h = Harness::new(slack_config(&server));
-    let store: Arc<dyn engine::persist::Store> = Arc::new(
-        engine::persist::SledStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}")),
-    );
+    let store: Arc<dyn engine::persist::Store> =
+        Arc::new(engine::persist::SledStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
     h.outbox = Arc::new(Outbox::in_store(store.clone()));
     let out = h.ok("notify", message()).await;
     // Slack being down does not fail the step.
@@ -359,7 +358,11 @@ async fn the_secret_url_never_reaches_errors_outputs_the_outbox_or_logs() {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         texts.push(format!("{again:?}"));
-        let deliveries = h.outbox.deliveries().await.unwrap_or_else(|e| panic!("{e}"));
+        let deliveries = h
+            .outbox
+            .deliveries()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         texts.push(serde_json::to_string(&deliveries).unwrap_or_default());
     }
     assert!(texts[0].contains("destination not allowed"), "{}", texts[0]);

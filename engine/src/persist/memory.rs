@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::cache::{self, Cache};
-use super::notifications::{self, Notifications};
 use super::incoming::{Enqueued, Incoming, NewIncoming};
 use super::keys::{self, Tree, TREE_COUNT};
+use super::notifications::{self, Notifications};
 use super::ops::{self, KvIter, KvRead, WriteSet};
 use super::runs::{InboxEntry, RunFilter, RunOrigin, RunRecord, RunSummary, Runs};
 use super::{

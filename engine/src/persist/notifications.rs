@@ -73,8 +73,7 @@ pub trait Notifications: Send + Sync {
 
     /// The latest delivery record of every (notification, channel) tried, by id and
     /// channel; of one notification only with `id`.
-    async fn notification_deliveries(&self, id: Option<&str>)
-        -> Result<Vec<Delivery>, StoreError>;
+    async fn notification_deliveries(&self, id: Option<&str>) -> Result<Vec<Delivery>, StoreError>;
 }
 
 /// What `notifyseq_notification` holds.
@@ -156,7 +155,11 @@ pub(crate) fn plan_push(
         // A record made before the push (an import, say) already decides the channel.
         let done = read_delivery(kv, &n.id, c)?.is_some_and(|d| settled(d.status));
         if !done {
-            ws.put(Tree::NotifyowedEmpty, keys::notify_owed_key(seq, c), Vec::new());
+            ws.put(
+                Tree::NotifyowedEmpty,
+                keys::notify_owed_key(seq, c),
+                Vec::new(),
+            );
         }
     }
     let queued = Queued {

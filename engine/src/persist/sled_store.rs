@@ -12,11 +12,11 @@ use serde_json::Value;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use super::cache::{self, Cache};
-use super::notifications::{self, Notifications};
 use super::combine::Combiner;
 use super::group_commit::GroupCommit;
 use super::incoming::{Enqueued, Incoming, NewIncoming};
 use super::keys::{self, Tree, TREE_COUNT};
+use super::notifications::{self, Notifications};
 use super::ops::{self, KvIter, KvRead, WriteSet};
 use super::runs::{InboxEntry, RunFilter, RunOrigin, RunRecord, RunSummary, Runs};
 use super::witness::{self, Counters};

@@ -16,10 +16,10 @@ use tokio_postgres::types::Json;
 
 use super::PgStore;
 use crate::cases::{Case, CaseEvent, CaseId, Timestamp};
+use crate::notify::DeliveryStatus;
 use crate::persist::keys::{self, Tree};
 use crate::persist::ops::{meta_u64, KvRead};
 use crate::persist::runs::RunRecord;
-use crate::notify::DeliveryStatus;
 use crate::persist::{inbox_ops, notifications, SledStore, StoreError};
 
 /// What a copy moved.
