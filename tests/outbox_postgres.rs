@@ -111,7 +111,10 @@ async fn a_notification_of_a_process_that_is_gone_is_delivered_once_by_another()
         let again = steps::notify::deliver_pending(o, &config).await.unwrap();
         assert_eq!(again, Default::default());
     }
-    assert_eq!(server.received_requests().await.unwrap_or_default().len(), 1);
+    assert_eq!(
+        server.received_requests().await.unwrap_or_default().len(),
+        1
+    );
     drop((ob, oc, b));
     pg::drop_schema(&schema);
 }
