@@ -567,9 +567,14 @@ fn run(
                 return Err(format!("no store at `{}`", from.display()));
             }
             let rt = runtime()?;
-            let source = crate::persist::SledStore::open(&from).map_err(|e| e.to_string())?;
+            let source = std::sync::Arc::new(
+                crate::persist::SledStore::open(&from).map_err(|e| e.to_string())?,
+            );
+            // An outbox an older engine left in files beside the store goes along too.
+            rt.block_on(crate::notify::Outbox::in_store(source.clone()).import_files(&from))
+                .map_err(|e| e.to_string())?;
             let problems = rt
-                .block_on(crate::persist::CaseRead::check(&source))
+                .block_on(crate::persist::CaseRead::check(&*source))
                 .map_err(|e| e.to_string())?;
             if !problems.is_empty() {
                 for p in &problems {
