@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use caseflow::engine::notify::{Delivery, DeliveryStatus, Notification};
+use caseflow::engine::persist::{Notifications, SledStore};
 use serde_json::Value;
 
 fn repo() -> &'static Path {
@@ -86,15 +88,22 @@ fn sample_uuids() -> usize {
     n
 }
 
-#[test]
-fn running_the_samples_twice_opens_and_changes_nothing() {
+/// Every notification in the outbox of the data dir's store (the engine has exited).
+async fn queued(data: &Path) -> Vec<Notification> {
+    let store = SledStore::open(data).unwrap();
+    store.notifications_all().await.unwrap()
+}
+
+#[tokio::test]
+async fn running_the_samples_twice_opens_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let first = run_samples(dir.path());
     assert_eq!(first["duplicates"], 0);
     assert_eq!(first["cases"].as_array().unwrap().len(), 3);
     let before = list(dir.path(), &["--limit", "100"]);
     assert_eq!(before.len(), 3);
-    let notes = std::fs::read_to_string(dir.path().join("notifications.jsonl")).unwrap();
+    let notes = queued(dir.path()).await;
+    assert!(!notes.is_empty());
 
     let second = run_samples(dir.path());
     assert!(second["runs"].as_array().unwrap().is_empty(), "{second:#}");
@@ -105,10 +114,7 @@ fn running_the_samples_twice_opens_and_changes_nothing() {
     assert_eq!(second["duplicates"], expected);
     // Not one byte of any case changed, and nobody was notified again.
     assert_eq!(list(dir.path(), &["--limit", "100"]), before);
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("notifications.jsonl")).unwrap(),
-        notes
-    );
+    assert_eq!(queued(dir.path()).await, notes);
 
     // The readable summary says so too.
     let o = engine(&["run", "playbooks/iam.yaml", "--seed", "7"], dir.path());
@@ -270,4 +276,83 @@ fn cases_list_and_show_print_json() {
     let o = engine(&["cases", "list", "--state", "open-ish"], dir.path());
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("invalid state `open-ish`"));
+}
+
+fn old_note(id: &str, channels: &[&str]) -> Notification {
+    Notification {
+        id: id.into(),
+        at: "2026-01-01T00:00:00Z".into(),
+        to: vec!["dana.analyst@acme.example".into()],
+        subject: format!("queued by an older engine ({id})"),
+        message: "m".into(),
+        channels: channels.iter().map(|c| c.to_string()).collect(),
+        case: None,
+        run_id: "old-run".into(),
+        playbook: "p".into(),
+        step: id.into(),
+    }
+}
+
+/// A data dir an engine before store schema 5 left: its outbox in two JSON-lines files.
+/// The next engine imports them into the store once and renames them; nothing is lost and
+/// nothing is queued twice.
+#[tokio::test]
+async fn the_outbox_files_of_an_older_engine_are_imported_on_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = |v: Vec<String>| v.join("\n") + "\n";
+    let notes = [
+        old_note("old-1", &["console", "slack"]),
+        old_note("old-2", &["slack"]),
+    ];
+    std::fs::write(
+        dir.path().join("notifications.jsonl"),
+        lines(
+            notes
+                .iter()
+                .map(|n| serde_json::to_string(n).unwrap())
+                .collect(),
+        ),
+    )
+    .unwrap();
+    let delivered = Delivery {
+        id: "old-2".into(),
+        channel: "slack".into(),
+        status: DeliveryStatus::Delivered,
+        at: "2026-01-01T00:00:01Z".into(),
+        attempts: 1,
+        error: None,
+        not_before_ms: None,
+    };
+    std::fs::write(
+        dir.path().join("deliveries.jsonl"),
+        lines(vec![serde_json::to_string(&delivered).unwrap()]),
+    )
+    .unwrap();
+    run_samples(dir.path());
+    for f in ["notifications.jsonl", "deliveries.jsonl"] {
+        assert!(!dir.path().join(f).exists(), "{f} was imported");
+        assert!(dir.path().join(format!("{f}.imported")).exists());
+    }
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        let all = store.notifications_all().await.unwrap();
+        assert_eq!(all[..2], notes, "imported first, as they were");
+        assert!(all.len() > 2, "and the run's own after them");
+        let owed: Vec<(String, String)> = store
+            .notifications_pending(None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.notification.id, p.channel))
+            .collect();
+        assert!(owed.contains(&("old-1".into(), "slack".into())), "{owed:?}");
+        assert!(
+            !owed.iter().any(|(id, _)| id == "old-2"),
+            "delivered before"
+        );
+    }
+    // A second start has nothing to import and queues nothing twice.
+    let before = queued(dir.path()).await;
+    run_samples(dir.path());
+    assert_eq!(queued(dir.path()).await, before);
 }

@@ -53,7 +53,7 @@ fn engine(dir: &Path, server: &str) -> (Arc<Engine>, Arc<SledStore>) {
     let mut services = Services::new()
         .with_config(config)
         .with_store(store.clone() as Arc<dyn Store>);
-    services.insert(Arc::new(Outbox::in_dir(dir)));
+    services.insert(Arc::new(Outbox::in_store(store.clone() as Arc<dyn Store>)));
     (Arc::new(Engine::new(bundle, services)), store)
 }
 

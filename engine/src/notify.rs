@@ -1,26 +1,32 @@
 //! Notifications: the engine's durable outbox of messages to people and channels, and the
 //! delivery state of each message on each network channel.
 //!
-//! Data flow: the `notify` step [`Outbox::push`]es a [`Notification`]; with a data directory
-//! it is appended to `notifications.jsonl` and synced before the step succeeds, so a
-//! notification is never lost once its step has finished. The step then tries the network
-//! channels (Slack, webhook, ...) and records each attempt's outcome as a [`Delivery`] with
-//! [`Outbox::record`] (appended to `deliveries.jsonl`, the latest record per notification
-//! and channel wins). Anything not yet delivered is listed by [`Outbox::pending`], which the
-//! steps crate's `deliver_pending` works through later (`engine serve` is to call it
-//! periodically). Both files are append-only JSON lines, re-read on every `pending`, so one
-//! process can deliver what another queued; a line torn by a crash is skipped.
+//! Data flow: the `notify` step [`Outbox::push`]es a [`Notification`]; it is written to the
+//! store ([`crate::persist::Notifications`]) and, under strict durability, on disk (sled
+//! flush, PostgreSQL commit) before the step succeeds, so a notification is never lost once
+//! its step has finished. The step then tries the network channels (Slack, webhook, ...)
+//! and records each attempt's outcome as a [`Delivery`] with [`Outbox::record`] (the latest
+//! record per notification and channel wins). Anything not yet delivered is listed by
+//! [`Outbox::pending`], which the steps crate's `deliver_pending` works through later
+//! (`engine serve` does so periodically). With PostgreSQL the outbox is shared: whichever
+//! process's pass comes first delivers what any process queued, and [`Outbox::claim`]
+//! keeps two processes (and two tasks of one) from sending the same one at once.
 //!
 //! Delivery is at least once: a crash between sending and recording sends again, which is
 //! why webhooks carry the notification id as `Idempotency-Key`.
+//!
+//! Engines before store schema 5 kept the outbox in two JSON-lines files under the data
+//! dir; [`Outbox::import_files`] moves them into the store once.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, Read, Seek, SeekFrom, Write};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use crate::persist::{MemoryStore, Store, StoreError};
 
 /// One message.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -81,27 +87,41 @@ pub struct Pending {
     pub last: Option<Delivery>,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    /// Ids known to be in the outbox (loaded from the file on first use).
-    ids: Option<HashSet<String>>,
-    /// In memory only: every notification and delivery record.
-    notifications: Vec<Notification>,
-    deliveries: Vec<Delivery>,
-    /// (id, channel) being delivered by this process right now.
-    in_flight: HashSet<(String, String)>,
-}
+/// Channels that are done once the notification is queued: `console` is printed by the
+/// step that queues it, `outbox` is the queue itself. Every other channel is owed a
+/// delivery until one is recorded as delivered or rejected.
+pub const LOCAL_CHANNELS: [&str; 2] = ["console", "outbox"];
 
-/// The outbox: JSON-lines files (optional) and what this process has sent.
-#[derive(Debug, Default)]
+/// The outbox: notifications and their delivery records in a store, and what this process
+/// has sent.
 pub struct Outbox {
-    dir: Option<PathBuf>,
+    store: Arc<dyn Store>,
     sent: Mutex<Vec<Notification>>,
-    state: Mutex<State>,
+    /// (id, channel) being delivered by this process right now.
+    in_flight: Mutex<HashSet<(String, String)>>,
+    /// Of those, the ones whose claim in the store is not yet released by a record.
+    held: Mutex<HashSet<(String, String)>>,
     /// The `console` channel records without printing (`engine test` reads [`Outbox::sent`]).
     quiet: bool,
 }
 
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("sent", &lock(&self.sent).len())
+            .field("quiet", &self.quiet)
+            .finish()
+    }
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox::in_memory()
+    }
+}
+
+/// The files engines before store schema 5 kept the outbox in.
+pub const OLD_FILES: [&str; 2] = [NOTIFICATIONS, DELIVERIES];
 const NOTIFICATIONS: &str = "notifications.jsonl";
 const DELIVERIES: &str = "deliveries.jsonl";
 
@@ -112,39 +132,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
-fn append_line<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(value).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .read(true)
-        .append(true)
-        .open(path)?;
-    // After a crash mid-write the file ends in half a line: start a fresh one, so only
-    // the torn record is lost and not this one too.
-    if f.metadata()?.len() > 0 {
-        let mut last = [0u8; 1];
-        f.seek(SeekFrom::End(-1))?;
-        f.read_exact(&mut last)?;
-        if last[0] != b'\n' {
-            line.insert(0, b'\n');
-        }
+fn file_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend {
+        path: path.to_path_buf(),
+        detail: format!("cannot import the old notification outbox: {e}"),
     }
-    f.write_all(&line)?;
-    f.sync_data()
 }
 
 /// Every parseable line of a JSON-lines file; a missing file is empty. A line that does
 /// not parse (torn by a crash mid-write) is skipped.
-fn read_lines<T: DeserializeOwned>(path: &Path) -> std::io::Result<Vec<T>> {
+fn read_lines<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, StoreError> {
     let f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
+        Err(e) => return Err(file_error(path, e)),
     };
     let mut out = Vec::new();
     for line in std::io::BufReader::new(f).lines() {
-        let line = line?;
+        let line = line.map_err(|e| file_error(path, e))?;
         if line.trim().is_empty() {
             continue;
         }
@@ -158,26 +163,39 @@ fn read_lines<T: DeserializeOwned>(path: &Path) -> std::io::Result<Vec<T>> {
     Ok(out)
 }
 
-/// The latest record per (id, channel).
-fn latest(records: Vec<Delivery>) -> HashMap<(String, String), Delivery> {
-    let mut map = HashMap::new();
-    for d in records {
-        map.insert((d.id.clone(), d.channel.clone()), d);
-    }
-    map
+/// What [`Outbox::import_files`] moved into the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Imported {
+    /// Notifications new to the store.
+    pub notifications: usize,
+    /// Delivery records new to the store.
+    pub deliveries: usize,
+}
+
+/// The channels of `n` owed a delivery.
+fn owed(n: &Notification) -> Vec<String> {
+    n.channels
+        .iter()
+        .filter(|c| !LOCAL_CHANNELS.contains(&c.as_str()))
+        .cloned()
+        .collect()
 }
 
 impl Outbox {
-    /// An outbox kept in memory only (tests, embedding).
+    /// An outbox in a store of its own in memory (tests, embedding).
     pub fn in_memory() -> Self {
-        Outbox::default()
+        Outbox::in_store(Arc::new(MemoryStore::new()))
     }
 
-    /// An outbox in `dir`: `notifications.jsonl` and `deliveries.jsonl`.
-    pub fn in_dir(dir: &Path) -> Self {
+    /// An outbox in `store` (the engine's store: sled under the data dir, or PostgreSQL
+    /// shared by every engine process).
+    pub fn in_store(store: Arc<dyn Store>) -> Self {
         Outbox {
-            dir: Some(dir.to_path_buf()),
-            ..Outbox::default()
+            store,
+            sent: Mutex::new(Vec::new()),
+            in_flight: Mutex::default(),
+            held: Mutex::default(),
+            quiet: false,
         }
     }
 
@@ -193,36 +211,66 @@ impl Outbox {
         !self.quiet
     }
 
-    fn file(&self, name: &str) -> Option<PathBuf> {
-        self.dir.as_ref().map(|d| d.join(name))
+    /// Moves the outbox files an older engine kept in `dir` (`notifications.jsonl`,
+    /// `deliveries.jsonl`) into the store, then renames them to `*.imported`. Idempotent:
+    /// a notification already in the store is not queued again, and a delivery record only
+    /// goes in where the store has none for its notification and channel, so an import cut
+    /// short by a crash is finished by the next one. Nothing to do without the files.
+    pub async fn import_files(&self, dir: &Path) -> Result<Imported, StoreError> {
+        let paths: Vec<PathBuf> = OLD_FILES.iter().map(|f| dir.join(f)).collect();
+        if !paths.iter().any(|p| p.exists()) {
+            return Ok(Imported::default());
+        }
+        let notifications: Vec<Notification> = read_lines(&dir.join(NOTIFICATIONS))?;
+        let mut latest: HashMap<(String, String), Delivery> = HashMap::new();
+        for d in read_lines::<Delivery>(&dir.join(DELIVERIES))? {
+            latest.insert((d.id.clone(), d.channel.clone()), d);
+        }
+        let mut report = Imported::default();
+        for n in &notifications {
+            if self.store.notification_push(n, &owed(n)).await? {
+                report.notifications += 1;
+            }
+        }
+        let mut records: Vec<Delivery> = latest.into_values().collect();
+        records.sort_by(|a, b| (&a.id, &a.channel).cmp(&(&b.id, &b.channel)));
+        for d in records {
+            let known = self
+                .store
+                .notification_deliveries(Some(&d.id))
+                .await?
+                .iter()
+                .any(|r| r.channel == d.channel);
+            if !known {
+                self.store.notification_record(&d).await?;
+                report.deliveries += 1;
+            }
+        }
+        // On disk before the files go, whatever the durability.
+        self.store.flush().await?;
+        for p in paths.iter().filter(|p| p.exists()) {
+            let mut to = p.clone().into_os_string();
+            to.push(".imported");
+            std::fs::rename(p, &to).map_err(|e| file_error(p, e))?;
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            notifications = report.notifications,
+            deliveries = report.deliveries,
+            "imported the old notification outbox files into the store"
+        );
+        Ok(report)
     }
 
-    /// Append and sync. A notification whose id is already in the outbox (sent by this or
-    /// an earlier process) is not recorded again: `Ok(false)`.
-    pub fn push(&self, n: Notification) -> std::io::Result<bool> {
-        let mut state = lock(&self.state);
-        if state.ids.is_none() {
-            let ids = match self.file(NOTIFICATIONS) {
-                Some(path) => read_lines::<Notification>(&path)?
-                    .into_iter()
-                    .map(|n| n.id)
-                    .collect(),
-                None => HashSet::new(),
-            };
-            state.ids = Some(ids);
+    /// Queues `n` (durable before it returns under strict durability). A notification
+    /// whose id is already in the outbox (sent by this or another process) is not recorded
+    /// again: `Ok(false)`.
+    pub async fn push(&self, n: Notification) -> Result<bool, StoreError> {
+        let queued = self.store.notification_push(&n, &owed(&n)).await?;
+        if queued {
+            lock(&self.sent).push(n);
         }
-        if state.ids.as_ref().is_some_and(|ids| ids.contains(&n.id)) {
-            return Ok(false);
-        }
-        match self.file(NOTIFICATIONS) {
-            Some(path) => append_line(&path, &n)?,
-            None => state.notifications.push(n.clone()),
-        }
-        if let Some(ids) = state.ids.as_mut() {
-            ids.insert(n.id.clone());
-        }
-        lock(&self.sent).push(n);
-        Ok(true)
+        Ok(queued)
     }
 
     /// What this process has sent, in order.
@@ -230,92 +278,65 @@ impl Outbox {
         lock(&self.sent).clone()
     }
 
-    /// Record the outcome of a delivery attempt (appended and synced).
-    pub fn record(&self, d: Delivery) -> std::io::Result<()> {
-        match self.file(DELIVERIES) {
-            Some(path) => {
-                let _state = lock(&self.state);
-                append_line(&path, &d)
-            }
-            None => {
-                lock(&self.state).deliveries.push(d);
-                Ok(())
-            }
-        }
+    /// Records the outcome of a delivery attempt; it replaces the earlier record of the
+    /// same notification and channel, and releases this process's claim on it.
+    pub async fn record(&self, d: Delivery) -> Result<(), StoreError> {
+        self.store.notification_record(&d).await?;
+        lock(&self.held).remove(&(d.id, d.channel));
+        Ok(())
     }
 
     /// Every notification in the outbox, oldest first.
-    pub fn notifications(&self) -> std::io::Result<Vec<Notification>> {
-        match self.file(NOTIFICATIONS) {
-            Some(path) => read_lines(&path),
-            None => Ok(lock(&self.state).notifications.clone()),
-        }
+    pub async fn notifications(&self) -> Result<Vec<Notification>, StoreError> {
+        self.store.notifications_all().await
     }
 
     /// The latest delivery record of every (notification, channel) pair tried so far.
-    pub fn deliveries(&self) -> std::io::Result<Vec<Delivery>> {
-        let records = match self.file(DELIVERIES) {
-            Some(path) => read_lines(&path)?,
-            None => lock(&self.state).deliveries.clone(),
-        };
-        let mut out: Vec<Delivery> = latest(records).into_values().collect();
-        out.sort_by(|a, b| (&a.id, &a.channel).cmp(&(&b.id, &b.channel)));
-        Ok(out)
+    pub async fn deliveries(&self) -> Result<Vec<Delivery>, StoreError> {
+        self.store.notification_deliveries(None).await
     }
 
     /// The latest delivery record of one notification on one channel.
-    pub fn delivery(&self, id: &str, channel: &str) -> std::io::Result<Option<Delivery>> {
+    pub async fn delivery(&self, id: &str, channel: &str) -> Result<Option<Delivery>, StoreError> {
         Ok(self
-            .deliveries()?
+            .store
+            .notification_deliveries(Some(id))
+            .await?
             .into_iter()
-            .find(|d| d.id == id && d.channel == channel))
+            .find(|d| d.channel == channel))
     }
 
     /// Every (notification, channel) not yet delivered or rejected, oldest notification
-    /// first, over the channels for which `deliverable` is true (the network channels; the
-    /// outbox knows no channel by itself).
-    pub fn pending(&self, deliverable: impl Fn(&str) -> bool) -> std::io::Result<Vec<Pending>> {
-        let notifications = self.notifications()?;
-        let records = match self.file(DELIVERIES) {
-            Some(path) => read_lines(&path)?,
-            None => lock(&self.state).deliveries.clone(),
-        };
-        let mut last = latest(records);
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        for n in notifications {
-            if !seen.insert(n.id.clone()) {
-                continue;
-            }
-            for channel in n.channels.iter().filter(|c| deliverable(c)) {
-                let prev = last.remove(&(n.id.clone(), channel.clone()));
-                let done = prev.as_ref().is_some_and(|d| {
-                    matches!(
-                        d.status,
-                        DeliveryStatus::Delivered | DeliveryStatus::Rejected
-                    )
-                });
-                if !done {
-                    out.push(Pending {
-                        notification: n.clone(),
-                        channel: channel.clone(),
-                        last: prev,
-                    });
-                }
-            }
-        }
-        Ok(out)
+    /// first, over the channels for which `deliverable` is true (the network channels).
+    pub async fn pending(
+        &self,
+        deliverable: impl Fn(&str) -> bool,
+    ) -> Result<Vec<Pending>, StoreError> {
+        let mut all = self.store.notifications_pending(None, usize::MAX).await?;
+        all.retain(|p| deliverable(&p.channel));
+        Ok(all)
     }
 
-    /// Mark (id, channel) as being delivered by this process; `None` when it already is
-    /// (a step and a background pass racing), so the same process never sends it twice at
-    /// once. The mark goes when the claim is dropped.
-    pub fn claim(&self, id: &str, channel: &str) -> Option<Claim<'_>> {
+    /// Claims (id, channel) for a delivery by this process: `None` when this process is
+    /// delivering it already (a step and a background pass racing), another process holds
+    /// it, or it is delivered or rejected by now. The claim goes with [`Outbox::record`] or
+    /// when the [`Claim`] is dropped; the claim of a process that died goes with it.
+    pub async fn claim(&self, id: &str, channel: &str) -> Result<Option<Claim<'_>>, StoreError> {
         let key = (id.to_string(), channel.to_string());
-        // Decided under the lock, built after it: a refused claim is dropped, and its
-        // `Drop` takes the lock.
-        let free = lock(&self.state).in_flight.insert(key.clone());
-        free.then(|| Claim { outbox: self, key })
+        if !lock(&self.in_flight).insert(key.clone()) {
+            return Ok(None);
+        }
+        // From here on, dropping `claim` (refused, failed) takes the in-process mark away.
+        let claim = Claim {
+            outbox: self,
+            key: key.clone(),
+        };
+        if self.store.notification_claim(id, channel).await? {
+            lock(&self.held).insert(key);
+            Ok(Some(claim))
+        } else {
+            Ok(None)
+        }
     }
 }
 
@@ -328,13 +349,30 @@ pub struct Claim<'a> {
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        lock(&self.outbox.state).in_flight.remove(&self.key);
+        let outbox = self.outbox;
+        let still_held = lock(&outbox.held).remove(&self.key);
+        lock(&outbox.in_flight).remove(&self.key);
+        if !still_held {
+            return;
+        }
+        // Dropped without a record (the task was cancelled, the record failed): give the
+        // claim back so another process need not wait for this one to die.
+        let store = outbox.store.clone();
+        let (id, channel) = self.key.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = store.notification_release(&id, &channel).await {
+                    tracing::debug!(id, channel, error = %e, "cannot release a notification claim");
+                }
+            });
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn note(id: &str, channels: &[&str]) -> Notification {
         Notification {
@@ -363,27 +401,24 @@ mod tests {
         }
     }
 
-    fn check_pending(outbox: &Outbox) {
+    async fn check_pending(outbox: &Outbox) {
         assert!(outbox
             .push(note("n1", &["console", "slack", "webhook"]))
+            .await
             .unwrap());
-        assert!(outbox.push(note("n2", &["slack"])).unwrap());
-        assert!(!outbox.push(note("n1", &["slack"])).unwrap());
+        assert!(outbox.push(note("n2", &["slack"])).await.unwrap());
+        assert!(!outbox.push(note("n1", &["slack"])).await.unwrap());
         let net = |c: &str| c == "slack" || c == "webhook";
-        assert_eq!(outbox.pending(net).unwrap().len(), 3);
-        outbox
-            .record(rec("n1", "slack", DeliveryStatus::Failed))
-            .unwrap();
-        outbox
-            .record(rec("n1", "webhook", DeliveryStatus::Rejected))
-            .unwrap();
-        outbox
-            .record(rec("n2", "slack", DeliveryStatus::Failed))
-            .unwrap();
-        outbox
-            .record(rec("n2", "slack", DeliveryStatus::Delivered))
-            .unwrap();
-        let p = outbox.pending(net).unwrap();
+        assert_eq!(outbox.pending(net).await.unwrap().len(), 3);
+        for (id, ch, st) in [
+            ("n1", "slack", DeliveryStatus::Failed),
+            ("n1", "webhook", DeliveryStatus::Rejected),
+            ("n2", "slack", DeliveryStatus::Failed),
+            ("n2", "slack", DeliveryStatus::Delivered),
+        ] {
+            outbox.record(rec(id, ch, st)).await.unwrap();
+        }
+        let p = outbox.pending(net).await.unwrap();
         assert_eq!(p.len(), 1);
         assert_eq!(
             (p[0].notification.id.as_str(), p[0].channel.as_str()),
@@ -393,49 +428,88 @@ mod tests {
             p[0].last.as_ref().map(|d| d.status),
             Some(DeliveryStatus::Failed)
         );
+        let sent: Vec<String> = outbox.sent().into_iter().map(|n| n.id).collect();
+        assert_eq!(sent, ["n1", "n2"]);
     }
 
-    #[test]
-    fn pending_lists_what_is_neither_delivered_nor_rejected() {
-        check_pending(&Outbox::in_memory());
+    #[tokio::test]
+    async fn pending_lists_what_is_neither_delivered_nor_rejected() {
+        check_pending(&Outbox::in_memory()).await;
         let dir = tempfile::tempdir().unwrap();
-        check_pending(&Outbox::in_dir(dir.path()));
+        let store = crate::persist::SledStore::open(dir.path()).unwrap();
+        check_pending(&Outbox::in_store(Arc::new(store))).await;
     }
 
-    #[test]
-    fn a_later_process_sees_the_files_and_skips_torn_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = Outbox::in_dir(dir.path());
-        first.push(note("n1", &["slack"])).unwrap();
-        // A crash mid-write leaves half a line.
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(dir.path().join(NOTIFICATIONS))
-            .unwrap();
-        f.write_all(b"{\"id\":\"n2\",\"at").unwrap();
-        drop(f);
-        let second = Outbox::in_dir(dir.path());
-        assert!(
-            !second.push(note("n1", &["slack"])).unwrap(),
-            "already queued"
-        );
-        assert!(second.push(note("n3", &["slack"])).unwrap());
-        let p = second.pending(|c| c == "slack").unwrap();
-        let ids: Vec<&str> = p.iter().map(|p| p.notification.id.as_str()).collect();
-        assert_eq!(ids, ["n1", "n3"]);
-        // What this process sent, not what the file holds.
-        let sent: Vec<String> = second.sent().into_iter().map(|n| n.id).collect();
-        assert_eq!(sent, ["n3"]);
-    }
-
-    #[test]
-    fn a_claim_is_exclusive_until_dropped() {
+    #[tokio::test]
+    async fn a_claim_is_exclusive_until_dropped_and_refused_once_settled() {
         let o = Outbox::in_memory();
-        let c = o.claim("n1", "slack");
+        o.push(note("n1", &["slack", "webhook"])).await.unwrap();
+        let c = o.claim("n1", "slack").await.unwrap();
         assert!(c.is_some());
-        assert!(o.claim("n1", "slack").is_none());
-        assert!(o.claim("n1", "webhook").is_some());
+        assert!(o.claim("n1", "slack").await.unwrap().is_none());
+        assert!(o.claim("n1", "webhook").await.unwrap().is_some());
         drop(c);
-        assert!(o.claim("n1", "slack").is_some());
+        let c = o.claim("n1", "slack").await.unwrap();
+        assert!(c.is_some());
+        o.record(rec("n1", "slack", DeliveryStatus::Delivered))
+            .await
+            .unwrap();
+        drop(c);
+        assert!(
+            o.claim("n1", "slack").await.unwrap().is_none(),
+            "delivered: nothing left to claim"
+        );
+    }
+
+    #[tokio::test]
+    async fn old_files_are_imported_once_and_renamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = std::fs::File::create(dir.path().join(NOTIFICATIONS)).unwrap();
+        for n in [note("n1", &["console", "slack"]), note("n2", &["slack"])] {
+            writeln!(f, "{}", serde_json::to_string(&n).unwrap()).unwrap();
+        }
+        // A crash mid-write left half a line.
+        write!(f, "{{\"id\":\"n3\",\"at").unwrap();
+        drop(f);
+        let mut f = std::fs::File::create(dir.path().join(DELIVERIES)).unwrap();
+        for d in [
+            rec("n1", "slack", DeliveryStatus::Failed),
+            rec("n1", "slack", DeliveryStatus::Delivered),
+            rec("n2", "slack", DeliveryStatus::Failed),
+        ] {
+            writeln!(f, "{}", serde_json::to_string(&d).unwrap()).unwrap();
+        }
+        drop(f);
+        let store = Arc::new(crate::persist::SledStore::open(dir.path()).unwrap());
+        let o = Outbox::in_store(store.clone());
+        let got = o.import_files(dir.path()).await.unwrap();
+        assert_eq!(
+            got,
+            Imported {
+                notifications: 2,
+                deliveries: 2
+            }
+        );
+        assert!(!dir.path().join(NOTIFICATIONS).exists());
+        assert!(dir.path().join("notifications.jsonl.imported").exists());
+        assert!(dir.path().join("deliveries.jsonl.imported").exists());
+        let p = o.pending(|c| c == "slack").await.unwrap();
+        let ids: Vec<&str> = p.iter().map(|p| p.notification.id.as_str()).collect();
+        assert_eq!(ids, ["n2"], "n1 was delivered before the upgrade");
+        assert!(o.sent().is_empty(), "imported, not sent by this process");
+        // Files written again (an old binary ran) are imported again, without duplicates.
+        std::fs::copy(
+            dir.path().join("notifications.jsonl.imported"),
+            dir.path().join(NOTIFICATIONS),
+        )
+        .unwrap();
+        let again = o.import_files(dir.path()).await.unwrap();
+        assert_eq!(again, Imported::default());
+        assert_eq!(o.notifications().await.unwrap().len(), 2);
+        assert_eq!(
+            o.import_files(dir.path()).await.unwrap(),
+            Imported::default(),
+            "nothing to do without the files"
+        );
     }
 }

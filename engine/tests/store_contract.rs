@@ -10,6 +10,7 @@ use engine::cases::{
     Actor, CaseChange, CaseEventKind, CaseId, CaseState, NewCase, NewObservable, ObservableType,
     Severity, Timestamp,
 };
+use engine::notify::{Delivery, DeliveryStatus, Notification};
 use engine::persist::{
     CaseQuery, CaseSort, Durability, InboxEntry, MemoryStore, NewIncoming, RunFilter,
     RunInputRecord, RunOrigin, RunRecord, RunState, RunSummary, SledStore, Store, StoreError,
@@ -1031,6 +1032,189 @@ async fn check_concurrent_updates_of_one_case(s: &dyn Store) {
     assert!(s.check().await.unwrap().is_empty());
 }
 
+fn notification(id: &str, channels: &[&str]) -> Notification {
+    Notification {
+        id: id.into(),
+        at: "2026-01-01T00:00:00Z".into(),
+        to: vec!["a@example.com".into()],
+        subject: format!("subject of {id}"),
+        message: "m".into(),
+        channels: channels.iter().map(|c| c.to_string()).collect(),
+        case: Some("CASE-000001".into()),
+        run_id: "run-1".into(),
+        playbook: "p".into(),
+        step: id.into(),
+    }
+}
+
+fn attempt(
+    id: &str,
+    channel: &str,
+    status: DeliveryStatus,
+    not_before_ms: Option<i64>,
+) -> Delivery {
+    Delivery {
+        id: id.into(),
+        channel: channel.into(),
+        status,
+        at: "2026-01-01T00:00:01Z".into(),
+        attempts: 1,
+        error: (status != DeliveryStatus::Delivered).then(|| "HTTP 503".to_string()),
+        not_before_ms,
+    }
+}
+
+fn owed(channels: &[&str]) -> Vec<String> {
+    channels.iter().map(|c| c.to_string()).collect()
+}
+
+/// (id, channel) of each pending entry.
+fn pairs(p: &[engine::notify::Pending]) -> Vec<(String, String)> {
+    p.iter()
+        .map(|p| (p.notification.id.clone(), p.channel.clone()))
+        .collect()
+}
+
+async fn check_notification_outbox(s: &dyn Store) {
+    let n1 = notification("n1", &["console", "slack", "webhook"]);
+    assert!(s
+        .notification_push(&n1, &owed(&["slack", "webhook"]))
+        .await
+        .unwrap());
+    assert!(
+        !s.notification_push(&notification("n1", &["email"]), &owed(&["email"]))
+            .await
+            .unwrap(),
+        "a second push of an id changes nothing"
+    );
+    let n2 = notification("n2", &["slack"]);
+    assert!(s.notification_push(&n2, &owed(&["slack"])).await.unwrap());
+    let n3 = notification("n3", &["console"]);
+    assert!(s.notification_push(&n3, &[]).await.unwrap());
+    assert_eq!(
+        s.notifications_all().await.unwrap(),
+        [n1.clone(), n2.clone(), n3]
+    );
+    let p = s.notifications_pending(None, 100).await.unwrap();
+    assert_eq!(
+        pairs(&p),
+        [
+            ("n1".to_string(), "slack".to_string()),
+            ("n1".into(), "webhook".into()),
+            ("n2".into(), "slack".into())
+        ],
+        "oldest first, only owed channels"
+    );
+    assert_eq!(p[0].notification, n1);
+    assert!(p.iter().all(|p| p.last.is_none()));
+    assert_eq!(s.notifications_pending(None, 2).await.unwrap().len(), 2);
+
+    // The latest record per (id, channel) wins; delivered and rejected settle.
+    let now = 1_700_000_000_000;
+    s.notification_record(&attempt("n1", "slack", DeliveryStatus::Failed, None))
+        .await
+        .unwrap();
+    s.notification_record(&attempt("n1", "slack", DeliveryStatus::Delivered, None))
+        .await
+        .unwrap();
+    s.notification_record(&attempt("n1", "webhook", DeliveryStatus::Rejected, None))
+        .await
+        .unwrap();
+    s.notification_record(&attempt(
+        "n2",
+        "slack",
+        DeliveryStatus::Failed,
+        Some(now + 60_000),
+    ))
+    .await
+    .unwrap();
+    let p = s.notifications_pending(None, 100).await.unwrap();
+    assert_eq!(pairs(&p), [("n2".to_string(), "slack".to_string())]);
+    assert_eq!(
+        p[0].last,
+        Some(attempt(
+            "n2",
+            "slack",
+            DeliveryStatus::Failed,
+            Some(now + 60_000)
+        ))
+    );
+    // A 429's Retry-After is respected when the caller says what time it is.
+    assert!(s
+        .notifications_pending(Some(now), 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        s.notifications_pending(Some(now + 60_000), 100)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let all = s.notification_deliveries(None).await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|d| (d.id.as_str(), d.channel.as_str(), d.status))
+            .collect::<Vec<_>>(),
+        [
+            ("n1", "slack", DeliveryStatus::Delivered),
+            ("n1", "webhook", DeliveryStatus::Rejected),
+            ("n2", "slack", DeliveryStatus::Failed),
+        ]
+    );
+    assert_eq!(
+        s.notification_deliveries(Some("n2")).await.unwrap().len(),
+        1
+    );
+    assert!(s
+        .notification_deliveries(Some("n"))
+        .await
+        .unwrap()
+        .is_empty());
+    // A failed record after a delivered one makes the channel owed again (latest wins).
+    s.notification_record(&attempt("n1", "slack", DeliveryStatus::Failed, None))
+        .await
+        .unwrap();
+    assert_eq!(s.notifications_pending(None, 100).await.unwrap().len(), 2);
+    // A record made before its notification was pushed (an import) still decides.
+    s.notification_record(&attempt("n4", "slack", DeliveryStatus::Delivered, None))
+        .await
+        .unwrap();
+    assert!(s
+        .notification_push(&notification("n4", &["slack"]), &owed(&["slack"]))
+        .await
+        .unwrap());
+    assert_eq!(s.notifications_pending(None, 100).await.unwrap().len(), 2);
+    assert!(s.check().await.unwrap().is_empty());
+}
+
+async fn check_notification_claims(s: &dyn Store) {
+    s.notification_push(&notification("n1", &["slack"]), &owed(&["slack"]))
+        .await
+        .unwrap();
+    assert!(s.notification_claim("n1", "slack").await.unwrap());
+    // The same process may claim again (its own claim); other processes may not (PostgreSQL
+    // tests) and the outbox keeps two tasks of one process apart.
+    assert!(s.notification_claim("n1", "slack").await.unwrap());
+    s.notification_record(&attempt("n1", "slack", DeliveryStatus::Failed, None))
+        .await
+        .unwrap();
+    assert!(
+        s.notification_claim("n1", "slack").await.unwrap(),
+        "failed: claimable"
+    );
+    s.notification_release("n1", "slack").await.unwrap();
+    s.notification_record(&attempt("n1", "slack", DeliveryStatus::Delivered, None))
+        .await
+        .unwrap();
+    assert!(
+        !s.notification_claim("n1", "slack").await.unwrap(),
+        "a delivered notification is never claimed again"
+    );
+    s.notification_release("n1", "slack").await.unwrap();
+}
+
 macro_rules! backends {
     ($($check:ident),+ $(,)?) => {
         mod memory {
@@ -1079,4 +1263,6 @@ backends!(
     check_case_event_deliveries,
     check_cursors,
     check_concurrent_updates_of_one_case,
+    check_notification_outbox,
+    check_notification_claims,
 );

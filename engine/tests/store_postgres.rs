@@ -2,7 +2,8 @@
 //! migration refused, concurrent first opens), damage found by `check`, secrets kept out
 //! of errors, TLS verification, `store copy` from sled, and what several processes sharing
 //! one database rely on (two `PgStore`s on one schema are two processes): claims, run
-//! takeover, fencing, concurrency keys, wake-ups, dedup and idempotency across processes.
+//! takeover, fencing, concurrency keys, wake-ups, dedup and idempotency across processes,
+//! the shared notification outbox and its claims.
 
 mod support {
     pub mod pg;
@@ -13,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use engine::cases::{Actor, CaseChange, CaseId, NewCase, NewObservable, ObservableType, Severity};
 use engine::persist::{
-    CaseQuery, CaseRead, CaseWrite, Durability, Inbox, NewIncoming, PgOptions, PgStore,
-    RunInputRecord, RunOrigin, RunRecord, RunState, RunSummary, Runs, SledStore, StoreError,
-    WriteMeta,
+    CaseQuery, CaseRead, CaseWrite, Durability, Inbox, NewIncoming, Notifications, PgOptions,
+    PgStore, RunInputRecord, RunOrigin, RunRecord, RunState, RunSummary, Runs, SledStore,
+    StoreError, WriteMeta,
 };
 use engine::report::StepReport;
 use engine::schedule::ready::Status;
@@ -160,7 +161,7 @@ async fn a_newer_schema_is_refused() {
     assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
     let msg = e.to_string();
     assert!(
-        msg.contains("schema version 99 (`future`) is newer than this engine supports (2)"),
+        msg.contains("schema version 99 (`future`) is newer than this engine supports (3)"),
         "{msg}"
     );
     assert!(msg.contains(&t.schema), "names the schema: {msg}");
@@ -658,4 +659,161 @@ async fn updates_of_one_case_from_two_processes_all_apply() {
     assert_eq!(c.comments.len(), 20);
     assert_eq!(c.timeline.len(), 21);
     assert!(a.check().await.unwrap().is_empty());
+}
+
+fn notification(id: &str) -> engine::notify::Notification {
+    engine::notify::Notification {
+        id: id.into(),
+        at: "2026-01-01T00:00:00Z".into(),
+        to: vec!["a@example.com".into()],
+        subject: "s".into(),
+        message: "m".into(),
+        channels: vec!["console".into(), "slack".into()],
+        case: None,
+        run_id: "r".into(),
+        playbook: "p".into(),
+        step: id.into(),
+    }
+}
+
+fn delivered(id: &str) -> engine::notify::Delivery {
+    engine::notify::Delivery {
+        id: id.into(),
+        channel: "slack".into(),
+        status: engine::notify::DeliveryStatus::Delivered,
+        at: "2026-01-01T00:00:01Z".into(),
+        attempts: 1,
+        error: None,
+        not_before_ms: None,
+    }
+}
+
+#[tokio::test]
+async fn a_notification_claim_holds_while_its_process_lives_and_goes_with_it() {
+    let (mut a, b) = two().await;
+    a.notification_push(&notification("n1"), &["slack".into()])
+        .await
+        .unwrap();
+    // B sees what A queued.
+    assert_eq!(b.notifications_pending(None, 10).await.unwrap().len(), 1);
+    assert!(a.notification_claim("n1", "slack").await.unwrap());
+    assert!(
+        !b.notification_claim("n1", "slack").await.unwrap(),
+        "a live process's claim is not taken"
+    );
+    // A few heartbeats later it still holds.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(!b.notification_claim("n1", "slack").await.unwrap());
+    // A released claim is free at once.
+    a.notification_release("n1", "slack").await.unwrap();
+    assert!(b.notification_claim("n1", "slack").await.unwrap());
+    assert!(
+        !a.notification_claim("n1", "slack").await.unwrap(),
+        "now b's"
+    );
+    b.notification_release("n1", "slack").await.unwrap();
+    // A claims and dies without recording: once it is declared dead, B takes the claim.
+    assert!(a.notification_claim("n1", "slack").await.unwrap());
+    drop(a.take());
+    eventually(10, || async {
+        b.notification_claim("n1", "slack")
+            .await
+            .unwrap()
+            .then_some(())
+    })
+    .await
+    .expect("the claim of a dead process is taken after it was declared dead");
+    b.notification_record(&delivered("n1")).await.unwrap();
+    assert!(b.notifications_pending(None, 10).await.unwrap().is_empty());
+    assert!(
+        !b.notification_claim("n1", "slack").await.unwrap(),
+        "delivered: never claimed again"
+    );
+}
+
+#[tokio::test]
+async fn a_claim_of_a_process_that_stopped_answering_goes_after_the_lease() {
+    let (a, b) = two().await;
+    a.notification_push(&notification("n1"), &["slack".into()])
+        .await
+        .unwrap();
+    // A process that hangs keeps its session (and so its lock) but stops its heartbeat:
+    // stand in for one with a session holding a process lock and a row of its own.
+    let (hung, conn) = tokio_postgres::connect(&pg::test_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("{}", pg::no_server(&e)));
+    tokio::spawn(conn);
+    let key = 1_000_000 + (rand::random::<u32>() % 1_000_000) as i32;
+    hung.execute("SELECT pg_advisory_lock(1128680535, $1)", &[&key])
+        .await
+        .unwrap();
+    sql(
+        &a.schema,
+        &format!(
+            "INSERT INTO engine_processes (id, lock_key, host, pid) VALUES ('hung', {key}, 'h', 1);
+             UPDATE notification_channels SET claimed_by = 'hung' WHERE id = 'n1'"
+        ),
+    )
+    .await;
+    // Alive as far as anyone can tell: its claim holds over several heartbeats.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(!b.notification_claim("n1", "slack").await.unwrap());
+    // Its heartbeat is now older than the lease.
+    sql(
+        &a.schema,
+        "UPDATE engine_processes SET heartbeat_at = now() - interval '1 hour' WHERE id = 'hung'",
+    )
+    .await;
+    eventually(10, || async {
+        b.notification_claim("n1", "slack")
+            .await
+            .unwrap()
+            .then_some(())
+    })
+    .await
+    .expect("taken once the hung process's lease expired");
+}
+
+#[tokio::test]
+async fn copy_moves_the_notification_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = SledStore::open(dir.path()).unwrap();
+    for id in ["n1", "n2", "n3"] {
+        sled.notification_push(&notification(id), &["slack".into()])
+            .await
+            .unwrap();
+    }
+    sled.notification_record(&delivered("n2")).await.unwrap();
+    let t = pg::fresh().await;
+    let report = engine::persist::postgres::copy_store(&sled, &t)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.notifications, report.notification_deliveries),
+        (3, 1)
+    );
+    assert_eq!(
+        t.notifications_all().await.unwrap(),
+        sled.notifications_all().await.unwrap()
+    );
+    assert_eq!(
+        t.notifications_pending(None, 10).await.unwrap(),
+        sled.notifications_pending(None, 10).await.unwrap()
+    );
+    assert_eq!(
+        t.notification_deliveries(None).await.unwrap(),
+        sled.notification_deliveries(None).await.unwrap()
+    );
+    // The sequence continues after the copied notifications.
+    t.notification_push(&notification("n4"), &["slack".into()])
+        .await
+        .unwrap();
+    let ids: Vec<String> = t
+        .notifications_pending(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.notification.id)
+        .collect();
+    assert_eq!(ids, ["n1", "n3", "n4"]);
 }

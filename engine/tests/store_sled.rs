@@ -8,7 +8,8 @@ use engine::cases::{
     Timestamp,
 };
 use engine::persist::{
-    CaseQuery, CaseRead, CaseWrite, Durability, Inbox, SledStore, StoreError, WriteMeta,
+    CaseQuery, CaseRead, CaseWrite, Durability, Inbox, Notifications, SledStore, StoreError,
+    WriteMeta,
 };
 
 fn meta(ms: i64) -> WriteMeta {
@@ -149,7 +150,7 @@ fn newer_schema_version_is_refused() {
         let db = open_raw(dir.path());
         db.open_tree("meta")
             .unwrap()
-            .insert("schema_version", &5u32.to_be_bytes()[..])
+            .insert("schema_version", &6u32.to_be_bytes()[..])
             .unwrap();
         db.flush().unwrap();
     }
@@ -157,9 +158,24 @@ fn newer_schema_version_is_refused() {
     assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
     assert!(
         e.to_string()
-            .contains("schema version 5 is newer than this engine supports (4)"),
+            .contains("schema version 6 is newer than this engine supports (5)"),
         "{e}"
     );
+}
+
+fn note(id: &str) -> engine::notify::Notification {
+    engine::notify::Notification {
+        id: id.into(),
+        at: "2026-01-01T00:00:00Z".into(),
+        to: vec!["a@example.com".into()],
+        subject: "s".into(),
+        message: "m".into(),
+        channels: vec!["console".into(), "slack".into()],
+        case: None,
+        run_id: "r".into(),
+        playbook: "p".into(),
+        step: "s".into(),
+    }
 }
 
 /// Rewrites a current store as an older schema version wrote it: the version in `meta`,
@@ -170,7 +186,15 @@ fn downgrade(dir: &std::path::Path, version: u32) {
         .unwrap()
         .insert("schema_version", &version.to_be_bytes()[..])
         .unwrap();
-    let mut added = vec!["cache_entry", "cache_expiry"];
+    let mut added = vec![
+        "notifyid_seq",
+        "notifyseq_notification",
+        "notifychannel_delivery",
+        "notifyowed_empty",
+    ];
+    if version < 4 {
+        added.extend(["cache_entry", "cache_expiry"]);
+    }
     if version < 3 {
         added.extend([
             "inboxseq_event",
@@ -192,7 +216,7 @@ fn downgrade(dir: &std::path::Path, version: u32) {
 
 #[tokio::test]
 async fn older_stores_are_upgraded_in_place() {
-    for version in [1u32, 2, 3] {
+    for version in [1u32, 2, 3, 4] {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = SledStore::open(dir.path()).unwrap();
@@ -209,16 +233,23 @@ async fn older_stores_are_upgraded_in_place() {
             assert_eq!(
                 s.record_incoming("okta:u0", meta(1).at).await.unwrap(),
                 version == 1,
-                "inbox keys of versions 2 and 3 are kept"
+                "inbox keys of versions 2 to 4 are kept"
             );
             assert_eq!(s.inbox_depth().await.unwrap(), 0);
+            // The outbox trees of version 5 start empty and work.
+            assert!(s.notifications_all().await.unwrap().is_empty());
+            assert!(s
+                .notification_push(&note("n1"), &["slack".into()])
+                .await
+                .unwrap());
+            assert_eq!(s.notifications_pending(None, 10).await.unwrap().len(), 1);
             assert!(s.check().await.unwrap().is_empty());
         }
         let db = open_raw(dir.path());
         let v = db.open_tree("meta").unwrap().get("schema_version").unwrap();
         assert_eq!(
             v.as_deref(),
-            Some(&4u32.to_be_bytes()[..]),
+            Some(&5u32.to_be_bytes()[..]),
             "from {version}"
         );
     }

@@ -49,9 +49,10 @@ fn error_of<'a>(out: &'a Value, channel: &str) -> &'a str {
     out["errors"][channel].as_str().unwrap_or_default()
 }
 
-fn status_of(outbox: &Outbox, id: &str, channel: &str) -> Option<DeliveryStatus> {
+async fn status_of(outbox: &Outbox, id: &str, channel: &str) -> Option<DeliveryStatus> {
     outbox
         .delivery(id, channel)
+        .await
         .unwrap_or_else(|e| panic!("{e}"))
         .map(|d| d.status)
 }
@@ -146,12 +147,13 @@ async fn slack_happy_path() {
     assert!(out.get("errors").is_none(), "{out:#}");
     let id = out["id"].as_str().unwrap_or_default();
     assert_eq!(
-        status_of(&h.outbox, id, "slack"),
+        status_of(&h.outbox, id, "slack").await,
         Some(DeliveryStatus::Delivered)
     );
     assert!(h
         .outbox
         .pending(steps::notify::config::is_network)
+        .await
         .unwrap_or_else(|e| panic!("{e}"))
         .is_empty());
 }
@@ -184,6 +186,7 @@ async fn slack_429_waits_for_retry_after_then_succeeds() {
     let d = h
         .outbox
         .delivery(id, "slack")
+        .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         d.map(|d| (d.status, d.attempts)),
@@ -221,7 +224,7 @@ async fn a_long_retry_after_is_left_to_a_later_pass() {
 }
 
 #[tokio::test]
-async fn slack_5xx_is_delivered_by_a_later_pass_from_the_outbox_file() {
+async fn slack_5xx_is_delivered_by_a_later_pass_from_the_store() {
     let server = MockServer::start().await;
     Mock::given(path(SLACK_PATH))
         .respond_with(ResponseTemplate::new(500).set_body_string("rollup_error"))
@@ -236,7 +239,9 @@ async fn slack_5xx_is_delivered_by_a_later_pass_from_the_outbox_file() {
         .await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut h = Harness::new(slack_config(&server));
-    h.outbox = Arc::new(Outbox::in_dir(dir.path()));
+    let store: Arc<dyn engine::persist::Store> =
+        Arc::new(engine::persist::SledStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
+    h.outbox = Arc::new(Outbox::in_store(store.clone()));
     let out = h.ok("notify", message()).await;
     // Slack being down does not fail the step.
     assert_eq!(out["delivered"]["slack"], false);
@@ -245,8 +250,8 @@ async fn slack_5xx_is_delivered_by_a_later_pass_from_the_outbox_file() {
         error_of(&out, "slack").contains("HTTP 500 `rollup_error`"),
         "{out:#}"
     );
-    // Another process (engine serve) delivers it from the files.
-    let later = Outbox::in_dir(dir.path());
+    // Another outbox on the store (engine serve's retry) delivers it.
+    let later = Outbox::in_store(store);
     let report = deliver_pending(&later, &h.config)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -254,6 +259,7 @@ async fn slack_5xx_is_delivered_by_a_later_pass_from_the_outbox_file() {
     let id = out["id"].as_str().unwrap_or_default();
     let d = later
         .delivery(id, "slack")
+        .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         d.map(|d| (d.status, d.attempts)),
@@ -283,7 +289,7 @@ async fn slack_4xx_is_not_retried() {
     );
     let id = out["id"].as_str().unwrap_or_default();
     assert_eq!(
-        status_of(&h.outbox, id, "slack"),
+        status_of(&h.outbox, id, "slack").await,
         Some(DeliveryStatus::Rejected)
     );
     let report = deliver_pending(&h.outbox, &h.config)
@@ -352,7 +358,11 @@ async fn the_secret_url_never_reaches_errors_outputs_the_outbox_or_logs() {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         texts.push(format!("{again:?}"));
-        let deliveries = h.outbox.deliveries().unwrap_or_else(|e| panic!("{e}"));
+        let deliveries = h
+            .outbox
+            .deliveries()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         texts.push(serde_json::to_string(&deliveries).unwrap_or_default());
     }
     assert!(texts[0].contains("destination not allowed"), "{}", texts[0]);

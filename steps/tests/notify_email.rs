@@ -32,9 +32,10 @@ fn config(sink: &SmtpSink) -> Value {
     })
 }
 
-fn status_of(outbox: &Outbox, id: &str) -> Option<DeliveryStatus> {
+async fn status_of(outbox: &Outbox, id: &str) -> Option<DeliveryStatus> {
     outbox
         .delivery(id, "email")
+        .await
         .unwrap_or_else(|e| panic!("{e}"))
         .map(|d| d.status)
 }
@@ -87,13 +88,19 @@ async fn a_transient_reply_is_delivered_by_a_later_pass_and_a_permanent_one_is_r
     let err = out["errors"]["email"].as_str().unwrap_or_default();
     assert!(err.contains("451") || err.contains("busy"), "{err}");
     let id = out["id"].as_str().unwrap_or_default().to_string();
-    assert_eq!(status_of(&h.outbox, &id), Some(DeliveryStatus::Failed));
+    assert_eq!(
+        status_of(&h.outbox, &id).await,
+        Some(DeliveryStatus::Failed)
+    );
     assert!(sink.received().is_empty());
 
     let deliverer = Deliverer::from_config(&h.config).unwrap_or_else(|e| panic!("{e}"));
     let report = deliverer.deliver_pending(&h.outbox, h.clock.now()).await;
     assert_eq!(report.delivered, 1, "{report:?}");
-    assert_eq!(status_of(&h.outbox, &id), Some(DeliveryStatus::Delivered));
+    assert_eq!(
+        status_of(&h.outbox, &id).await,
+        Some(DeliveryStatus::Delivered)
+    );
     assert_eq!(sink.received().len(), 1);
     assert!(sink.received()[0].data.contains("Subject: first"));
 
@@ -106,7 +113,10 @@ async fn a_transient_reply_is_delivered_by_a_later_pass_and_a_permanent_one_is_r
         )
         .await;
     let id = out["id"].as_str().unwrap_or_default().to_string();
-    assert_eq!(status_of(&h.outbox, &id), Some(DeliveryStatus::Rejected));
+    assert_eq!(
+        status_of(&h.outbox, &id).await,
+        Some(DeliveryStatus::Rejected)
+    );
     let sessions = sink.sessions();
     let report = deliverer.deliver_pending(&h.outbox, h.clock.now()).await;
     assert_eq!((report.delivered, report.failed), (0, 0), "{report:?}");
@@ -116,7 +126,7 @@ async fn a_transient_reply_is_delivered_by_a_later_pass_and_a_permanent_one_is_r
         "a rejected mail is not tried again"
     );
     let deliveries =
-        serde_json::to_string(&h.outbox.deliveries().unwrap_or_default()).unwrap_or_default();
+        serde_json::to_string(&h.outbox.deliveries().await.unwrap_or_default()).unwrap_or_default();
     assert!(deliveries.contains("relay denied"), "{deliveries}");
     assert!(!deliveries.contains(PASSWORD));
 }

@@ -172,7 +172,7 @@ pub fn run(command: CasesCommand, registry: Registry) -> Result<ExitCode, String
                 .block_on(store.update(id, changes, &meta))
                 .map_err(|e| e.to_string())?;
             let mut runs = Vec::new();
-            let outbox = std::sync::Arc::new(crate::notify::Outbox::in_dir(&data_dir));
+            let outbox = super::open_outbox(&store, &data_dir, &rt)?;
             if let Some(bundle) = bundle {
                 let mut services = Services::new()
                     .with_config(config)

@@ -370,9 +370,8 @@ fn open_store_with(
     if let Some(pg) = crate::persist::PgOptions::from_config(at.database_url, config)
         .map_err(|e| e.to_string())?
     {
-        // The data dir still holds this process's notification outbox file.
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create data dir `{}`: {e}", dir.display()))?;
+        // Nothing lives under the data dir with PostgreSQL (the notification outbox files of
+        // an older engine are imported from there by `open_outbox`).
         let store = rt
             .block_on(crate::persist::PgStore::open_with_options(&pg, options))
             .map_err(|e| e.to_string())?;
@@ -383,6 +382,19 @@ fn open_store_with(
     let store =
         crate::persist::SledStore::open_with_options(dir, options).map_err(|e| e.to_string())?;
     Ok(std::sync::Arc::new(store))
+}
+
+/// The notification outbox in `store`, with the outbox files an older engine left in
+/// `data_dir` imported first (once: they are renamed to `*.imported`).
+fn open_outbox(
+    store: &std::sync::Arc<dyn crate::persist::Store>,
+    data_dir: &std::path::Path,
+    rt: &tokio::runtime::Runtime,
+) -> Result<std::sync::Arc<crate::notify::Outbox>, String> {
+    let outbox = crate::notify::Outbox::in_store(store.clone());
+    rt.block_on(outbox.import_files(data_dir))
+        .map_err(|e| e.to_string())?;
+    Ok(std::sync::Arc::new(outbox))
 }
 
 /// Runs the SLA watcher once; what it did is reported like an event's runs.
@@ -555,9 +567,14 @@ fn run(
                 return Err(format!("no store at `{}`", from.display()));
             }
             let rt = runtime()?;
-            let source = crate::persist::SledStore::open(&from).map_err(|e| e.to_string())?;
+            let source = std::sync::Arc::new(
+                crate::persist::SledStore::open(&from).map_err(|e| e.to_string())?,
+            );
+            // An outbox an older engine left in files beside the store goes along too.
+            rt.block_on(crate::notify::Outbox::in_store(source.clone()).import_files(&from))
+                .map_err(|e| e.to_string())?;
             let problems = rt
-                .block_on(crate::persist::CaseRead::check(&source))
+                .block_on(crate::persist::CaseRead::check(&*source))
                 .map_err(|e| e.to_string())?;
             if !problems.is_empty() {
                 for p in &problems {
@@ -642,7 +659,7 @@ fn run(
                 database_url: database_url.as_deref(),
             };
             let store = open_store_with(&at, &config, &rt)?;
-            let outbox = std::sync::Arc::new(crate::notify::Outbox::in_dir(&data_dir));
+            let outbox = open_outbox(&store, &data_dir, &rt)?;
             let mut services = Services::new()
                 .with_config(config)
                 .with_store(store.clone());

@@ -50,7 +50,7 @@ pub fn run(
         database_url: args.database_url.as_deref(),
     };
     let store = open_store_with(&at, &config, &rt)?;
-    let outbox = Arc::new(crate::notify::Outbox::in_dir(&args.data_dir));
+    let outbox = super::open_outbox(&store, &args.data_dir, &rt)?;
     let mut services = Services::new().with_config(config).with_store(store);
     services.insert(outbox);
     services.seed = args.seed;

@@ -31,10 +31,14 @@ pub(crate) enum Tree {
     CursorValue,
     CacheEntry,
     CacheExpiry,
+    NotifyidSeq,
+    NotifyseqNotification,
+    NotifychannelDelivery,
+    NotifyowedEmpty,
 }
 
 /// Number of trees.
-pub(crate) const TREE_COUNT: usize = 23;
+pub(crate) const TREE_COUNT: usize = 27;
 
 impl Tree {
     pub(crate) const ALL: [Tree; TREE_COUNT] = [
@@ -61,6 +65,10 @@ impl Tree {
         Tree::CursorValue,
         Tree::CacheEntry,
         Tree::CacheExpiry,
+        Tree::NotifyidSeq,
+        Tree::NotifyseqNotification,
+        Tree::NotifychannelDelivery,
+        Tree::NotifyowedEmpty,
     ];
 
     /// The index trees derived from cases (rebuilt from `caseid_case` by `check`).
@@ -101,6 +109,10 @@ impl Tree {
             Tree::CursorValue => "cursor_value",
             Tree::CacheEntry => "cache_entry",
             Tree::CacheExpiry => "cache_expiry",
+            Tree::NotifyidSeq => "notifyid_seq",
+            Tree::NotifyseqNotification => "notifyseq_notification",
+            Tree::NotifychannelDelivery => "notifychannel_delivery",
+            Tree::NotifyowedEmpty => "notifyowed_empty",
         }
     }
 
@@ -117,13 +129,17 @@ pub(crate) const META_NEXT_CASE_ID: &[u8] = b"next_case_id";
 pub(crate) const META_NEXT_EVENT_ID: &[u8] = b"next_event_id";
 /// `meta` key: the next incoming-event (inbox) sequence number, `u64` big-endian.
 pub(crate) const META_NEXT_INBOX_SEQ: &[u8] = b"next_inbox_seq";
+/// `meta` key: the next notification sequence number, `u64` big-endian.
+pub(crate) const META_NEXT_NOTIFY_SEQ: &[u8] = b"next_notify_seq";
 /// The schema version this code writes and reads. Version 2 added the
 /// `eventkey_receivedat` and `eventplaybook_runid` trees; version 3 the inbox queue
 /// (`inboxseq_event`, `inboxseq_runid`), the run journal (`runid_run`, `runstep_result`,
 /// `unfinished_runid`) and `cursor_value`; version 4 the cache (`cache_entry`,
-/// `cache_expiry`). Older stores are upgraded by writing the new version: every upgrade so
-/// far only added trees, which start empty; no key changed.
-pub(crate) const SCHEMA_VERSION: u32 = 4;
+/// `cache_expiry`); version 5 the notification outbox (`notifyid_seq`,
+/// `notifyseq_notification`, `notifychannel_delivery`, `notifyowed_empty`). Older stores
+/// are upgraded by writing the new version: every upgrade so far only added trees, which
+/// start empty; no key changed.
+pub(crate) const SCHEMA_VERSION: u32 = 5;
 /// The oldest schema version this code upgrades in place.
 pub(crate) const OLDEST_UPGRADABLE_VERSION: u32 = 1;
 
@@ -322,6 +338,19 @@ pub(crate) fn cache_expiry_key(expires_at: Timestamp, entry: &[u8]) -> Vec<u8> {
     k
 }
 
+/// Key of a notification's id (`notifyid_seq`) and of a notification and channel
+/// (`notifychannel_delivery`: id `str` ++ channel `str`).
+pub(crate) fn notify_key(parts: &[&str]) -> Vec<u8> {
+    str_prefix(parts)
+}
+
+/// Key of a channel still owed by a notification: seq `u64` ++ channel `str`.
+pub(crate) fn notify_owed_key(seq: u64, channel: &str) -> Vec<u8> {
+    let mut k = seq.to_be_bytes().to_vec();
+    push_str(&mut k, channel);
+    k
+}
+
 /// Key of a named cursor.
 pub(crate) fn cursor_key(name: &str) -> Vec<u8> {
     str_prefix(&[name])
@@ -354,12 +383,15 @@ pub(crate) fn corrupt(
         (Tree::CaseidCase, Some(id)) => CaseId(id).to_string(),
         (Tree::EventidCaseevent, Some(id)) => format!("event {id}"),
         (Tree::InboxseqEvent, Some(seq)) => format!("inbox entry {seq}"),
+        (Tree::NotifyseqNotification, Some(seq)) => format!("notification {seq}"),
         (
             Tree::RunidRun
             | Tree::RunstepResult
             | Tree::UnfinishedRunid
             | Tree::CursorValue
-            | Tree::CacheEntry,
+            | Tree::CacheEntry
+            | Tree::NotifyidSeq
+            | Tree::NotifychannelDelivery,
             _,
         ) => strs(key)
             .map(|p| p.join(" "))

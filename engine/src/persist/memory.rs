@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::cache::{self, Cache};
 use super::incoming::{Enqueued, Incoming, NewIncoming};
 use super::keys::{self, Tree, TREE_COUNT};
+use super::notifications::{self, Notifications};
 use super::ops::{self, KvIter, KvRead, WriteSet};
 use super::runs::{InboxEntry, RunFilter, RunOrigin, RunRecord, RunSummary, Runs};
 use super::{
@@ -20,6 +21,7 @@ use super::{
     WriteOutcome,
 };
 use crate::cases::{Case, CaseChange, CaseEvent, CaseId, NewCase, Timestamp};
+use crate::notify::{Delivery as NotifyDelivery, Notification, Pending};
 use crate::report::StepReport;
 
 struct MemKv {
@@ -232,6 +234,48 @@ impl Cache for MemoryStore {
 
     async fn cache_purge(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError> {
         self.write(|kv| cache::plan_purge(kv, now, limit))
+    }
+}
+
+#[async_trait]
+impl Notifications for MemoryStore {
+    async fn notification_push(
+        &self,
+        n: &Notification,
+        owed: &[String],
+    ) -> Result<bool, StoreError> {
+        self.write(|kv| notifications::plan_push(kv, n, owed))
+    }
+
+    async fn notification_record(&self, d: &NotifyDelivery) -> Result<(), StoreError> {
+        self.write(|kv| Ok((notifications::plan_record(kv, d)?, ())))
+    }
+
+    async fn notifications_pending(
+        &self,
+        now_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Pending>, StoreError> {
+        notifications::pending(&*self.lock(), now_ms, limit)
+    }
+
+    async fn notification_claim(&self, id: &str, channel: &str) -> Result<bool, StoreError> {
+        notifications::claimable(&*self.lock(), id, channel)
+    }
+
+    async fn notification_release(&self, _id: &str, _channel: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn notifications_all(&self) -> Result<Vec<Notification>, StoreError> {
+        notifications::all(&*self.lock())
+    }
+
+    async fn notification_deliveries(
+        &self,
+        id: Option<&str>,
+    ) -> Result<Vec<NotifyDelivery>, StoreError> {
+        notifications::deliveries(&*self.lock(), id)
     }
 }
 

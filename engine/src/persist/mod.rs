@@ -18,7 +18,7 @@
 //! incoming events with their bodies, case-event delivery records, cursors) and the
 //! [`Runs`] journal (one record per run and one entry per finished step).
 //!
-//! # Key layout (sled; schema version 3)
+//! # Key layout (sled; schema version 5)
 //!
 //! Trees are named `<key>_<value>`. Integers are big-endian so byte order is numeric
 //! order; timestamps are unix milliseconds as `i64` with the sign bit flipped (`ts`
@@ -50,7 +50,11 @@
 //! | `cursor_value`       | cursor name `str`                                | the value (UTF-8) |
 //! | `cache_entry`        | namespace `str` ++ key `str`                     | expires at `ts` ++ JSON value |
 //! | `cache_expiry`       | expires at `ts` ++ namespace `str` ++ key `str`  | empty |
-//! | `meta`               | `schema_version` / `next_case_id` / `next_event_id` / `next_inbox_seq` | `u32` / `u64` / `u64` / `u64` |
+//! | `notifyid_seq`       | notification id `str`                            | seq `u64` |
+//! | `notifyseq_notification` | seq `u64`                                    | JSON `{notification, owed: [channel]}` |
+//! | `notifychannel_delivery` | notification id `str` ++ channel `str`       | latest delivery record JSON |
+//! | `notifyowed_empty`   | seq `u64` ++ channel `str` (owed, not yet delivered or rejected) | empty |
+//! | `meta`               | `schema_version` / `next_case_id` / `next_event_id` / `next_inbox_seq` / `next_notify_seq` | `u32` / `u64` / `u64` / `u64` / `u64` |
 //!
 //! Index keys end with `created_at ++ id`, so a forward range scan of one prefix yields
 //! oldest first and a reverse scan newest first; a query reads about `limit` entries of
@@ -73,7 +77,9 @@
 //! key formats never change in place (a new layout means a new version and a migration).
 //! Migrations so far only added trees, which start empty, so opening an older store just
 //! writes the new version: 1 -> 2 added the two inbox trees, 2 -> 3 the inbox queue, the
-//! run journal and the cursors, 3 -> 4 the expiring cache ([`cache`]).
+//! run journal and the cursors, 3 -> 4 the expiring cache ([`cache`]), 4 -> 5 the
+//! notification outbox ([`notifications`]; the JSON-lines files older engines kept beside
+//! the store are imported by [`crate::notify::Outbox::import_files`]).
 //!
 //! Strict writes share flushes ([`group_commit`]); sled's silent recovery from damaged
 //! files is caught by a witness file ([`witness`]).
@@ -88,6 +94,7 @@ mod inbox_ops;
 pub mod incoming;
 mod keys;
 mod memory;
+pub mod notifications;
 mod ops;
 mod options;
 pub mod postgres;
@@ -109,6 +116,7 @@ use crate::cases::{
 pub use cache::Cache;
 pub use incoming::{Enqueued, Incoming, NewIncoming};
 pub use memory::MemoryStore;
+pub use notifications::Notifications;
 pub use options::{StoreOptions, DEFAULT_FLUSH_EVERY_MS};
 pub use postgres::{PgOptions, PgStore};
 pub use runs::{
@@ -477,6 +485,6 @@ pub trait Inbox: Send + Sync {
 }
 
 /// A full case store.
-pub trait Store: CaseRead + CaseWrite + Inbox + Runs + Cache {}
+pub trait Store: CaseRead + CaseWrite + Inbox + Runs + Cache + Notifications {}
 
-impl<T: CaseRead + CaseWrite + Inbox + Runs + Cache + ?Sized> Store for T {}
+impl<T: CaseRead + CaseWrite + Inbox + Runs + Cache + Notifications + ?Sized> Store for T {}

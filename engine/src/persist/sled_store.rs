@@ -16,6 +16,7 @@ use super::combine::Combiner;
 use super::group_commit::GroupCommit;
 use super::incoming::{Enqueued, Incoming, NewIncoming};
 use super::keys::{self, Tree, TREE_COUNT};
+use super::notifications::{self, Notifications};
 use super::ops::{self, KvIter, KvRead, WriteSet};
 use super::runs::{InboxEntry, RunFilter, RunOrigin, RunRecord, RunSummary, Runs};
 use super::witness::{self, Counters};
@@ -24,6 +25,7 @@ use super::{
     StoreOptions, WriteMeta, WriteOutcome,
 };
 use crate::cases::{Case, CaseChange, CaseEvent, CaseId, NewCase, Timestamp};
+use crate::notify::{Delivery as NotifyDelivery, Notification, Pending};
 use crate::report::StepReport;
 
 /// How often, at most, a flush also refreshes the witness file.
@@ -546,6 +548,52 @@ impl Cache for SledStore {
     async fn cache_purge(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError> {
         self.write(Flush::Never, |kv| cache::plan_purge(kv, now, limit))
             .await
+    }
+}
+
+#[async_trait]
+impl Notifications for SledStore {
+    async fn notification_push(
+        &self,
+        n: &Notification,
+        owed: &[String],
+    ) -> Result<bool, StoreError> {
+        self.write(Flush::Policy, |kv| notifications::plan_push(kv, n, owed))
+            .await
+    }
+
+    async fn notification_record(&self, d: &NotifyDelivery) -> Result<(), StoreError> {
+        self.write(Flush::Policy, |kv| {
+            Ok((notifications::plan_record(kv, d)?, ()))
+        })
+        .await
+    }
+
+    async fn notifications_pending(
+        &self,
+        now_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Pending>, StoreError> {
+        notifications::pending(&self.kv, now_ms, limit)
+    }
+
+    async fn notification_claim(&self, id: &str, channel: &str) -> Result<bool, StoreError> {
+        notifications::claimable(&self.kv, id, channel)
+    }
+
+    async fn notification_release(&self, _id: &str, _channel: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn notifications_all(&self) -> Result<Vec<Notification>, StoreError> {
+        notifications::all(&self.kv)
+    }
+
+    async fn notification_deliveries(
+        &self,
+        id: Option<&str>,
+    ) -> Result<Vec<NotifyDelivery>, StoreError> {
+        notifications::deliveries(&self.kv, id)
     }
 }
 

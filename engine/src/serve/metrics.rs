@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use super::app::AppState;
 use super::error::ApiError;
 use crate::cases::{CaseState, Severity};
-use crate::notify::{DeliveryStatus, Outbox};
+use crate::notify::{DeliveryStatus, Outbox, LOCAL_CHANNELS};
 use crate::persist::CaseQuery;
 use crate::report::RunReport;
 
@@ -210,7 +210,7 @@ impl Metrics {
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         if let Some(outbox) = state.engine.services().get::<Outbox>() {
-            self.read_outbox(&outbox);
+            self.read_outbox(&outbox).await;
         }
         let mut text = String::new();
         prometheus_text::encode(&mut text, &self.registry)
@@ -218,17 +218,17 @@ impl Metrics {
         Ok(text)
     }
 
-    fn read_outbox(&self, outbox: &Outbox) {
+    async fn read_outbox(&self, outbox: &Outbox) {
         // `console` and `outbox` are done once the notification is written; the other
         // channels are delivered over the network and may be owed.
-        match outbox.pending(|c| c != "console" && c != "outbox") {
+        match outbox.pending(|c| !LOCAL_CHANNELS.contains(&c)).await {
             Ok(p) => {
                 self.notifications_pending
                     .set(i64::try_from(p.len()).unwrap_or(i64::MAX));
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the notification outbox"),
         }
-        match outbox.deliveries() {
+        match outbox.deliveries().await {
             Ok(ds) => {
                 for status in [
                     DeliveryStatus::Delivered,

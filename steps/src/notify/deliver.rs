@@ -100,15 +100,20 @@ impl Deliverer {
         channel: &str,
         now: SystemTime,
     ) -> Outcome {
-        let prev = match outbox.delivery(&n.id, channel) {
+        let unreadable = |e: engine::persist::StoreError| Outcome {
+            status: DeliveryStatus::Failed,
+            requests: 0,
+            error: Some(format!("cannot read the delivery state: {e}")),
+        };
+        // Claimed first, read second: what another task or process recorded before the
+        // claim is seen, so a delivered notification is never sent again.
+        let claim = match outbox.claim(&n.id, channel).await {
+            Ok(c) => c,
+            Err(e) => return unreadable(e),
+        };
+        let prev = match outbox.delivery(&n.id, channel).await {
             Ok(p) => p,
-            Err(e) => {
-                return Outcome {
-                    status: DeliveryStatus::Failed,
-                    requests: 0,
-                    error: Some(format!("cannot read the delivery state: {e}")),
-                }
-            }
+            Err(e) => return unreadable(e),
         };
         if let Some(p) = prev.as_ref().filter(|p| p.status != DeliveryStatus::Failed) {
             return Outcome {
@@ -117,7 +122,7 @@ impl Deliverer {
                 error: p.error.clone(),
             };
         }
-        let Some(_claim) = outbox.claim(&n.id, channel) else {
+        let Some(_claim) = claim else {
             return Outcome {
                 status: DeliveryStatus::Failed,
                 requests: 0,
@@ -134,7 +139,7 @@ impl Deliverer {
             error: outcome.error.clone(),
             not_before_ms: wait.map(|w| millis(now + w)),
         };
-        if let Err(e) = outbox.record(record) {
+        if let Err(e) = outbox.record(record).await {
             // The next pass sends again (at least once); say so.
             tracing::warn!(id = %n.id, channel, error = %e, "cannot record a delivery");
         }
@@ -291,7 +296,7 @@ impl Deliverer {
     /// One pass over everything `outbox` still owes the network channels.
     pub async fn deliver_pending(&self, outbox: &Outbox, now: SystemTime) -> PassReport {
         let mut report = PassReport::default();
-        let pending = match outbox.pending(is_network) {
+        let pending = match outbox.pending(is_network).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the notification outbox");

@@ -153,12 +153,10 @@ impl TypedStep for Notify {
             playbook: ctx.playbook.clone(),
             step: ctx.step.clone(),
         };
-        let ob = outbox.clone();
-        let record = n.clone();
         // Durable before anything is sent: once this returns, an outage only delays.
-        let queued = tokio::task::spawn_blocking(move || ob.push(record))
+        let queued = outbox
+            .push(n.clone())
             .await
-            .map_err(|e| StepError::retryable(format!("outbox write crashed: {e}")))?
             .map_err(|e| StepError::retryable(format!("cannot write the outbox: {e}")))?;
 
         let mut delivered = BTreeMap::new();

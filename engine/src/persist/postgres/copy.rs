@@ -3,8 +3,9 @@
 //! Everything the sled store keeps is copied in one transaction: cases (with their index
 //! rows and timelines), the case-event outbox and its delivery records, idempotency
 //! records, incoming-event keys, the inbox queue and what each taken entry started, the
-//! run journal, cursors, and the counters (so case numbers continue where they were); not
-//! the expiring cache, which refills itself. The
+//! run journal, cursors, the notification outbox (notifications, the channels still owed,
+//! the latest delivery records), and the counters (so case numbers continue where they
+//! were); not the expiring cache, which refills itself. The
 //! target must be empty: a copy never merges into a store in use. Runs that were
 //! unfinished stay unfinished and unowned, so the first engine process resumes them.
 
@@ -15,10 +16,11 @@ use tokio_postgres::types::Json;
 
 use super::PgStore;
 use crate::cases::{Case, CaseEvent, CaseId, Timestamp};
+use crate::notify::DeliveryStatus;
 use crate::persist::keys::{self, Tree};
 use crate::persist::ops::{meta_u64, KvRead};
 use crate::persist::runs::RunRecord;
-use crate::persist::{inbox_ops, SledStore, StoreError};
+use crate::persist::{inbox_ops, notifications, SledStore, StoreError};
 
 /// What a copy moved.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -32,13 +34,15 @@ pub struct CopyReport {
     pub runs: u64,
     pub steps: u64,
     pub cursors: u64,
+    pub notifications: u64,
+    pub notification_deliveries: u64,
 }
 
 impl std::fmt::Display for CopyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} cases, {} pending case events ({} delivery records), {} idempotency records, {} incoming-event keys, {} queued events, {} runs ({} journal entries), {} cursors",
+            "{} cases, {} pending case events ({} delivery records), {} idempotency records, {} incoming-event keys, {} queued events, {} runs ({} journal entries), {} cursors, {} notifications ({} delivery records)",
             self.cases,
             self.case_events,
             self.deliveries,
@@ -47,7 +51,9 @@ impl std::fmt::Display for CopyReport {
             self.inbox,
             self.runs,
             self.steps,
-            self.cursors
+            self.cursors,
+            self.notifications,
+            self.notification_deliveries
         )
     }
 }
@@ -65,7 +71,8 @@ pub async fn copy_store(from: &SledStore, to: &PgStore) -> Result<CopyReport, St
     let empty: bool = tx
         .query_one(
             "SELECT NOT EXISTS (SELECT 1 FROM cases) AND NOT EXISTS (SELECT 1 FROM runs)
-                AND NOT EXISTS (SELECT 1 FROM inbox) AND NOT EXISTS (SELECT 1 FROM incoming_keys)",
+                AND NOT EXISTS (SELECT 1 FROM inbox) AND NOT EXISTS (SELECT 1 FROM incoming_keys)
+                AND NOT EXISTS (SELECT 1 FROM notifications)",
             &[],
         )
         .await
@@ -253,17 +260,55 @@ pub async fn copy_store(from: &SledStore, to: &PgStore) -> Result<CopyReport, St
         .map_err(|e| to.db(e))?;
         report.cursors += 1;
     }
+    for (seq, n, owed) in notifications::queued(kv)? {
+        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+        tx.execute(
+            "INSERT INTO notifications (id, seq, notification) VALUES ($1, $2, $3)",
+            &[&n.id, &seq, &Json(&n)],
+        )
+        .await
+        .map_err(|e| to.db(e))?;
+        tx.execute(
+            "INSERT INTO notification_channels (id, channel, seq, owed)
+             SELECT $1, c, $2, true FROM unnest($3::text[]) c ON CONFLICT DO NOTHING",
+            &[&n.id, &seq, &owed],
+        )
+        .await
+        .map_err(|e| to.db(e))?;
+        report.notifications += 1;
+    }
+    for d in notifications::deliveries(kv, None)? {
+        let settled = matches!(
+            d.status,
+            DeliveryStatus::Delivered | DeliveryStatus::Rejected
+        );
+        tx.execute(
+            "INSERT INTO notification_channels (id, channel, seq, settled, delivery, not_before_ms)
+             VALUES ($1, $2, COALESCE((SELECT seq FROM notifications WHERE id = $1), 0), $3, $4, $5)
+             ON CONFLICT (id, channel) DO UPDATE SET settled = EXCLUDED.settled,
+                delivery = EXCLUDED.delivery, not_before_ms = EXCLUDED.not_before_ms",
+            &[&d.id, &d.channel, &settled, &Json(&d), &d.not_before_ms],
+        )
+        .await
+        .map_err(|e| to.db(e))?;
+        report.notification_deliveries += 1;
+    }
     // Counters continue where sled's were.
     let next_case = meta_u64(kv, keys::META_NEXT_CASE_ID)? as i64;
     let next_event = meta_u64(kv, keys::META_NEXT_EVENT_ID)? as i64;
     let next_seq = meta_u64(kv, keys::META_NEXT_INBOX_SEQ)? as i64;
+    let next_notify = meta_u64(kv, keys::META_NEXT_NOTIFY_SEQ)? as i64;
     tx.execute(
         "UPDATE caseflow_counters SET value = $1 WHERE name = 'next_case_id'",
         &[&next_case],
     )
     .await
     .map_err(|e| to.db(e))?;
-    for (seq, next) in [("case_event_ids", next_event), ("inbox_seqs", next_seq)] {
+    for (seq, next) in [
+        ("case_event_ids", next_event),
+        ("inbox_seqs", next_seq),
+        ("notification_seqs", next_notify),
+    ] {
         // setval(n, false): the next nextval returns n.
         tx.execute(
             "SELECT setval($1::text::regclass, $2, false)",

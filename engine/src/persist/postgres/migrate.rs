@@ -28,6 +28,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "cache",
         sql: include_str!("migrations/0002_cache.sql"),
     },
+    Migration {
+        version: 3,
+        name: "notifications",
+        sql: include_str!("migrations/0003_notifications.sql"),
+    },
 ];
 
 /// A checksum of a migration's SQL (FNV-1a, 64 bits), to notice an edited file.

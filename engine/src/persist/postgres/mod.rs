@@ -15,6 +15,7 @@
 //! | run journal | `runid_run`, `runstep_result`, `unfinished_runid` | `runs` (`unfinished`, `owner`), `run_steps` |
 //! | cursors | `cursor_value` | `cursors` |
 //! | expiring cache | `cache_entry`, `cache_expiry` | `cache_entries` (indexed by expiry; written without waiting for the WAL) |
+//! | notification outbox | `notifyid_seq`, `notifyseq_notification`, `notifychannel_delivery`, `notifyowed_empty` | `notifications`, `notification_channels` (owed, settled, latest record, `claimed_by`) |
 //!
 //! Data flow between processes ([`liveness`]): each process registers in
 //! `engine_processes`, holds a session advisory lock while it lives, refreshes a heartbeat
@@ -42,6 +43,7 @@ mod copy;
 mod inbox;
 mod liveness;
 pub(crate) mod migrate;
+mod notifications;
 mod runs;
 
 use std::path::PathBuf;
@@ -613,5 +615,47 @@ impl super::Cache for PgStore {
         limit: usize,
     ) -> Result<usize, StoreError> {
         self.pg_cache_purge(now, limit).await
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Notifications for PgStore {
+    async fn notification_push(
+        &self,
+        n: &crate::notify::Notification,
+        owed: &[String],
+    ) -> Result<bool, StoreError> {
+        self.pg_notification_push(n, owed).await
+    }
+
+    async fn notification_record(&self, d: &crate::notify::Delivery) -> Result<(), StoreError> {
+        self.pg_notification_record(d).await
+    }
+
+    async fn notifications_pending(
+        &self,
+        now_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<crate::notify::Pending>, StoreError> {
+        self.pg_notifications_pending(now_ms, limit).await
+    }
+
+    async fn notification_claim(&self, id: &str, channel: &str) -> Result<bool, StoreError> {
+        self.pg_notification_claim(id, channel).await
+    }
+
+    async fn notification_release(&self, id: &str, channel: &str) -> Result<(), StoreError> {
+        self.pg_notification_release(id, channel).await
+    }
+
+    async fn notifications_all(&self) -> Result<Vec<crate::notify::Notification>, StoreError> {
+        self.pg_notifications_all().await
+    }
+
+    async fn notification_deliveries(
+        &self,
+        id: Option<&str>,
+    ) -> Result<Vec<crate::notify::Delivery>, StoreError> {
+        self.pg_notification_deliveries(id).await
     }
 }
