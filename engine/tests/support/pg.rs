@@ -12,7 +12,7 @@ use engine::persist::{Durability, PgOptions, PgStore, StoreOptions};
 
 #[path = "pg_server.rs"]
 mod pg_server;
-pub use pg_server::{test_url, DEFAULT_URL};
+pub use pg_server::test_url;
 
 /// A schema name no other test uses.
 pub fn fresh_schema() -> String {
