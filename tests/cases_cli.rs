@@ -356,3 +356,83 @@ async fn the_outbox_files_of_an_older_engine_are_imported_on_upgrade() {
     run_samples(dir.path());
     assert_eq!(queued(dir.path()).await, before);
 }
+
+/// `engine notifications` lists the outbox and says what each network channel still owes:
+/// here a webhook that refuses connections, so every notification stays owed, with the
+/// error, and the webhook's URL (a secret: tokens travel in URLs) is never printed.
+#[test]
+fn notifications_show_what_a_channel_still_owes() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on: bound, then let go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = std::fs::read_to_string(repo().join("playbooks/data/config.yaml")).unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "{base}\nhttp:\n  allow_hosts: [127.0.0.1]\nnotify:\n  channels: [console, outbox, webhook]\n  \
+             webhook:\n    url: \"http://127.0.0.1:{port}/hook?token=s3cret-hook-token\"\n  \
+             delivery: {{ attempts: 1, backoff: 10ms }}\n"
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let o = engine(
+        &[
+            "run",
+            "playbooks/iam.yaml",
+            "--seed",
+            "7",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &data,
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    let all = ok_json(engine(&["notifications", "--json"], &data));
+    let items = all["notifications"].as_array().unwrap();
+    assert_eq!(all["count"], 3, "{all:#}");
+    for item in items {
+        assert_eq!(item["owed"], true, "{item:#}");
+        let d = &item["deliveries"]["webhook"];
+        assert_eq!(d["status"], "failed", "{item:#}");
+        assert_eq!(d["attempts"], 1, "{item:#}");
+    }
+    // Newest first.
+    let at: Vec<&str> = items
+        .iter()
+        .map(|i| i["notification"]["at"].as_str().unwrap())
+        .collect();
+    let mut sorted = at.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(at, sorted);
+
+    let o = engine(&["notifications", "--pending", "--limit", "2"], &data);
+    assert_eq!(o.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        text.matches("webhook: failed, will be retried").count(),
+        2,
+        "{text}"
+    );
+    assert!(!text.contains("s3cret-hook-token"), "{text}");
+    assert!(
+        !String::from_utf8_lossy(&engine(&["notifications", "--json"], &data).stdout)
+            .contains("s3cret-hook-token")
+    );
+
+    // A store with nothing queued says so.
+    let empty = dir.path().join("empty");
+    let o = engine(&["notifications", "--pending"], &empty);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "nothing owed");
+}

@@ -3,6 +3,7 @@
 mod cases;
 pub(crate) mod events;
 mod graph;
+mod notifications;
 mod output;
 mod serve;
 mod test;
@@ -99,6 +100,22 @@ enum Command {
     Cases {
         #[command(subcommand)]
         command: CasesCommand,
+    },
+    /// List the notification outbox, newest first, with each one's delivery on Slack,
+    /// webhooks and e-mail.
+    Notifications {
+        /// Only those still owed on some channel (not yet delivered, and not rejected).
+        #[arg(long)]
+        pending: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long, default_value = ".caseflow")]
+        data_dir: PathBuf,
+        /// PostgreSQL instead of sled: `postgres://user:password@host/db` (see docs/operations.md).
+        #[arg(long, env = "CASEFLOW_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Maintain the store.
     Store {
@@ -526,6 +543,21 @@ fn run(
             Ok(ExitCode::SUCCESS)
         }
         Command::Cases { command } => cases::run(command, registry),
+        Command::Notifications {
+            pending,
+            limit,
+            data_dir,
+            database_url,
+            json,
+        } => notifications::run(notifications::Query {
+            at: StoreLocation {
+                data_dir: &data_dir,
+                database_url: database_url.as_deref(),
+            },
+            pending,
+            limit,
+            json,
+        }),
         Command::Store {
             command:
                 StoreCommand::Check {
