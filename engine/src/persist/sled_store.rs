@@ -187,6 +187,16 @@ enum Flush {
     Always,
 }
 
+/// A case write waits for the disk as the store's durability says, except a step's write
+/// in a journaled run: the journal's flush covers it (see [`WriteMeta::journaled`]).
+fn case_flush(meta: &WriteMeta) -> Flush {
+    if meta.journaled {
+        Flush::Never
+    } else {
+        Flush::Policy
+    }
+}
+
 /// The case store in a sled database. One process per data dir (sled locks it).
 pub struct SledStore {
     db: sled::Db,
@@ -432,7 +442,7 @@ impl CaseRead for SledStore {
 #[async_trait]
 impl CaseWrite for SledStore {
     async fn create(&self, new: NewCase, meta: &WriteMeta) -> Result<WriteOutcome, StoreError> {
-        self.write(Flush::Policy, |kv| ops::plan_create(kv, new, meta))
+        self.write(case_flush(meta), |kv| ops::plan_create(kv, new, meta))
             .await
     }
 
@@ -442,8 +452,10 @@ impl CaseWrite for SledStore {
         changes: Vec<CaseChange>,
         meta: &WriteMeta,
     ) -> Result<WriteOutcome, StoreError> {
-        self.write(Flush::Policy, |kv| ops::plan_update(kv, id, &changes, meta))
-            .await
+        self.write(case_flush(meta), |kv| {
+            ops::plan_update(kv, id, &changes, meta)
+        })
+        .await
     }
 
     async fn ack_event(&self, event_id: u64) -> Result<bool, StoreError> {

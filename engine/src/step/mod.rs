@@ -409,6 +409,7 @@ impl StepContext {
                     None => self.step.clone(),
                 },
             }),
+            journaled: true,
         }
     }
 }
