@@ -819,6 +819,68 @@ async fn check_inbox_queue(s: &dyn Store) {
     assert!(s.check().await.unwrap().is_empty());
 }
 
+/// Several inbox entries taken at once: each consumed with its own runs, an entry not
+/// queued starts nothing, and the rest of the queue stays.
+async fn check_start_runs_many(s: &dyn Store) {
+    let q = s
+        .enqueue_incoming(vec![
+            incoming(Some("okta:m1"), 1),
+            incoming(Some("okta:m2"), 2),
+            incoming(Some("okta:m3"), 3),
+        ])
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = q.iter().filter_map(|e| e.seq).collect();
+    assert_eq!(seqs.len(), 3);
+    let a = run_record("2026-m-a", "first");
+    let b = run_record("2026-m-b", "second");
+    let c = run_record("2026-m-c", "third");
+    let started = s
+        .start_runs_many(&[
+            (RunOrigin::Inbox(seqs[0]), vec![a.clone(), b.clone()]),
+            (RunOrigin::Inbox(seqs[1]), vec![]),
+            (RunOrigin::Inbox(999), vec![c.clone()]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(started, vec![vec![true, true], vec![], vec![false]]);
+    match s.inbox_entry(seqs[0]).await.unwrap() {
+        InboxEntry::Dispatched(mut runs) => {
+            runs.sort();
+            assert_eq!(runs, ["2026-m-a", "2026-m-b"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.inbox_entry(seqs[1]).await.unwrap(),
+        InboxEntry::Dispatched(vec![])
+    );
+    assert_eq!(s.inbox_entry(seqs[2]).await.unwrap(), InboxEntry::Queued);
+    let pending: Vec<u64> = s
+        .pending_incoming(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.seq)
+        .collect();
+    assert_eq!(pending, [seqs[2]]);
+    let mut unfinished: Vec<String> = s
+        .unfinished_runs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.summary.run_id)
+        .collect();
+    unfinished.sort();
+    assert_eq!(unfinished, ["2026-m-a", "2026-m-b"]);
+    // Taken once: a second take of the same entries starts nothing.
+    let again = s
+        .start_runs_many(&[(RunOrigin::Inbox(seqs[0]), vec![c])])
+        .await
+        .unwrap();
+    assert_eq!(again, vec![vec![false]]);
+}
+
 async fn check_run_journal(s: &dyn Store) {
     let mut a = run_record("2026-a", "first");
     let b = run_record("2026-b", "second");
@@ -1260,6 +1322,7 @@ backends!(
     check_sla_due,
     check_inbox_queue,
     check_run_journal,
+    check_start_runs_many,
     check_case_event_deliveries,
     check_cursors,
     check_concurrent_updates_of_one_case,

@@ -8,9 +8,12 @@ use engine::cases::{
     Timestamp,
 };
 use engine::persist::{
-    CaseQuery, CaseRead, CaseWrite, Durability, Inbox, Notifications, SledStore, StoreError,
-    WriteMeta,
+    CaseQuery, CaseRead, CaseWrite, Durability, Inbox, NewIncoming, Notifications, RunInputRecord,
+    RunOrigin, RunRecord, RunState, RunSummary, Runs, SledStore, Store, StoreError, WriteMeta,
 };
+use engine::report::StepReport;
+use engine::schedule::journal::RunJournal;
+use engine::schedule::ready::Status;
 
 fn meta(ms: i64) -> WriteMeta {
     WriteMeta::new(
@@ -417,4 +420,111 @@ fn open_raw(path: &std::path::Path) -> sled::Db {
             Err(e) => panic!("cannot open {}: {e}", path.display()),
         }
     }
+}
+
+fn run(id: &str) -> RunRecord {
+    RunRecord {
+        summary: RunSummary {
+            run_id: id.into(),
+            playbook: "p".into(),
+            trigger: "okta".into(),
+            status: RunState::Running,
+            started_at: "2026-01-01T00:00:00Z".into(),
+            finished_at: None,
+            duration_ms: None,
+            event_key: None,
+            inbox_seq: None,
+            case_event: None,
+            error: None,
+        },
+        input: RunInputRecord {
+            event: serde_json::json!({}),
+            case: None,
+            depth: 0,
+            seed: None,
+        },
+        output: None,
+        steps: Vec::new(),
+    }
+}
+
+/// What the worker and the journal leave to a later flush under strict durability: the
+/// take of many inbox entries is one commit and no flush; a step's case write in a
+/// journaled run commits without a flush, a person's is flushed; the journal flushes
+/// before an effectful step or after the end of one, not for effect-free steps.
+#[tokio::test]
+async fn strict_writes_that_a_later_flush_covers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(SledStore::open(dir.path()).unwrap());
+    let items: Vec<NewIncoming> = (0..3)
+        .map(|i| NewIncoming {
+            source: "okta".into(),
+            key: Some(format!("okta:{i}")),
+            event: serde_json::json!({"i": i}),
+            received_at: Timestamp::from_unix_millis(1_700_000_000_000).unwrap(),
+        })
+        .collect();
+    let seqs: Vec<u64> = s
+        .enqueue_incoming(items)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.seq)
+        .collect();
+    let before = s.stats();
+    let batch: Vec<(RunOrigin, Vec<RunRecord>)> = seqs
+        .iter()
+        .map(|q| (RunOrigin::Inbox(*q), vec![run(&format!("r{q}"))]))
+        .collect();
+    s.start_runs_many(&batch).await.unwrap();
+    let after = s.stats();
+    assert_eq!(
+        after.commits - before.commits,
+        1,
+        "one transaction for the batch"
+    );
+    assert_eq!(after.flushes, before.flushes, "start_runs is not flushed");
+    assert_eq!(s.inbox_depth().await.unwrap(), 0);
+
+    let mut journaled = meta(1).with_key("r1", "create");
+    journaled.journaled = true;
+    s.create(case_with_ip(1), &journaled).await.unwrap();
+    assert_eq!(
+        s.stats().flushes,
+        after.flushes,
+        "a journaled step's write waits for the journal"
+    );
+    s.create(case_with_ip(2), &meta(2)).await.unwrap();
+    let flushed = s.stats().flushes;
+    assert_eq!(flushed, after.flushes + 1, "a person's write is flushed");
+
+    let step = |id: &str| StepReport {
+        id: id.into(),
+        uses: "x".into(),
+        status: Status::Succeeded,
+        attempts: 1,
+        duration_ms: 0.0,
+        output: None,
+        error: None,
+        reason: None,
+    };
+    let reports = vec![step("query"), step("create"), step("next")];
+    let store: std::sync::Arc<dyn Store> = s.clone();
+    let mut j = RunJournal::new(store, "r1", 0);
+    // The first step is effect-free: committed, not flushed.
+    j.before_start(&reports, false).await.unwrap();
+    j.push(0, false);
+    j.before_start(&reports, false).await.unwrap();
+    assert_eq!(s.stats().flushes, flushed);
+    // An effectful step starts: flushed first.
+    j.before_start(&reports, true).await.unwrap();
+    assert_eq!(s.stats().flushes, flushed + 1);
+    // It finished: its entry is flushed at the next decision even if only effect-free
+    // steps (or none) start.
+    j.push(1, true);
+    j.before_start(&reports, false).await.unwrap();
+    assert_eq!(s.stats().flushes, flushed + 2);
+    j.push(2, false);
+    j.before_start(&reports, false).await.unwrap();
+    assert_eq!(s.stats().flushes, flushed + 2);
 }

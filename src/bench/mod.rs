@@ -74,7 +74,7 @@ pub struct BenchArgs {
     /// Store sizes for `growth` (comma-separated, e.g. `10000,1000000`).
     #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 1_000_000])]
     pub cases: Vec<u64>,
-    /// `store.cache_mb` for the engine (sled's page cache); default sled's own (1 GiB).
+    /// `store.cache_mb` for the engine (sled's page cache); default the engine's (64 MiB).
     #[arg(long)]
     pub cache_mb: Option<u64>,
     /// `store.verify_on_open: false` for the engine (it reads every record at start-up

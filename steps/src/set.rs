@@ -12,6 +12,8 @@ impl TypedStep for Set {
     type Input = Map<String, Value>;
     type Output = Map<String, Value>;
     const NAME: &'static str = "set";
+    // Computes from its input only.
+    const EFFECT_FREE: bool = true;
 
     fn description(&self) -> &'static str {
         "Compute named values once (e.g. the user and IP of an event); later steps read them as `steps.<id>.<name>`."

@@ -289,6 +289,13 @@ impl Runs for MemoryStore {
         self.write(|kv| run_ops::plan_start_runs(kv, origin, runs))
     }
 
+    async fn start_runs_many(
+        &self,
+        batch: &[(RunOrigin, Vec<RunRecord>)],
+    ) -> Result<Vec<Vec<bool>>, StoreError> {
+        self.write(|kv| run_ops::plan_start_runs_many(kv, batch))
+    }
+
     async fn record_steps(
         &self,
         run_id: &str,

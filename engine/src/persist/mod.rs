@@ -117,7 +117,7 @@ pub use cache::Cache;
 pub use incoming::{Enqueued, Incoming, NewIncoming};
 pub use memory::MemoryStore;
 pub use notifications::Notifications;
-pub use options::{StoreOptions, DEFAULT_FLUSH_EVERY_MS};
+pub use options::{StoreOptions, DEFAULT_CACHE_MB, DEFAULT_FLUSH_EVERY_MS};
 pub use postgres::{PgOptions, PgStore};
 pub use runs::{
     InboxEntry, RunFilter, RunInputRecord, RunOrigin, RunRecord, RunState, RunSummary, Runs,
@@ -215,6 +215,13 @@ pub struct WriteMeta {
     pub at: Timestamp,
     /// When set, a second write with the same key returns the first one's result.
     pub idempotency: Option<IdempotencyKey>,
+    /// Made by a step of a run with a journal: under strict durability the store may return
+    /// once the write is committed, without waiting for a flush of its own. The run's
+    /// journal entry for the step is committed after the write and flushed before anything
+    /// with an outside effect starts (`schedule::journal`), and a flush makes everything
+    /// committed before it durable; so a crash that takes the write back takes the step's
+    /// entry with it, and the step runs again under the same idempotency key: applied once.
+    pub journaled: bool,
 }
 
 impl WriteMeta {
@@ -224,6 +231,7 @@ impl WriteMeta {
             actor,
             at,
             idempotency: None,
+            journaled: false,
         }
     }
 

@@ -138,6 +138,23 @@ pub(crate) fn plan_start_runs(
     Ok((ws, started))
 }
 
+/// Plans [`super::Runs::start_runs_many`]: each origin planned as by [`plan_start_runs`],
+/// into one write set. The origins of a batch are distinct (inbox entries, case events), so
+/// no plan reads what an earlier one of the batch writes.
+pub(crate) fn plan_start_runs_many(
+    kv: &dyn KvRead,
+    batch: &[(RunOrigin, Vec<RunRecord>)],
+) -> Result<(WriteSet, Vec<Vec<bool>>), StoreError> {
+    let mut ws = WriteSet::default();
+    let mut out = Vec::with_capacity(batch.len());
+    for (origin, runs) in batch {
+        let (one, started) = plan_start_runs(kv, *origin, runs)?;
+        ws.ops.extend(one.ops);
+        out.push(started);
+    }
+    Ok((ws, out))
+}
+
 /// Plans appending journal entries.
 pub(crate) fn plan_record_steps(
     kv: &dyn KvRead,

@@ -5,9 +5,11 @@
 //! starts, in the same transaction that consumes what started it (the inbox entry, or the
 //! case event's delivery), so a crash can neither lose the run nor start it twice. The
 //! executor appends each finished step with [`Runs::record_steps`] and makes what it wrote
-//! durable ([`super::CaseWrite::sync`]) before it starts any step — the first included —
-//! so a step whose completion was journaled is never run again, and no step acts for a run
-//! whose record a crash could still take back. [`Runs::finish_run`] writes the final state.
+//! durable ([`super::CaseWrite::sync`]) before it starts any step with outside effects —
+//! the first included — so a step whose completion was journaled is never run again, and no
+//! step acts for a run whose record a crash could still take back (effect-free steps, which
+//! act on nothing, start after a commit alone: `schedule::journal`).
+//! [`Runs::finish_run`] writes the final state.
 //! After a crash, [`Runs::unfinished_runs`] returns what to resume, with its journal.
 //!
 //! A run's start and its step entries are committed, not flushed: the executor's sync
@@ -231,6 +233,20 @@ pub trait Runs: Send + Sync {
         origin: RunOrigin,
         runs: &[RunRecord],
     ) -> Result<Vec<bool>, StoreError>;
+
+    /// [`Runs::start_runs`] for several distinct origins at once (the worker's take of what
+    /// is queued), in one transaction where the store can: one result list per origin, in
+    /// order. Committed, not flushed, like `start_runs`. The default takes them one by one.
+    async fn start_runs_many(
+        &self,
+        batch: &[(RunOrigin, Vec<RunRecord>)],
+    ) -> Result<Vec<Vec<bool>>, StoreError> {
+        let mut out = Vec::with_capacity(batch.len());
+        for (origin, runs) in batch {
+            out.push(self.start_runs(*origin, runs).await?);
+        }
+        Ok(out)
+    }
 
     /// Appends journal entries (`seq` orders them) for a running run. Committed, not
     /// flushed: call [`super::CaseWrite::sync`] before anything depends on them being on

@@ -355,7 +355,7 @@ async fn run(
                         reports[i].reason = Some(why.into());
                         outputs.record(i, MjValue::from(()));
                         if let Some(j) = journal.as_mut() {
-                            j.push(i);
+                            j.push(i, false);
                         }
                     }
                     Action::Consider(i) => {
@@ -385,7 +385,7 @@ async fn run(
                                 reports[i].reason = Some("`if` was false".into());
                                 outputs.record(i, MjValue::from(()));
                                 if let Some(j) = journal.as_mut() {
-                                    j.push(i);
+                                    j.push(i, false);
                                 }
                             }
                             Ok(true) => {
@@ -406,7 +406,7 @@ async fn run(
                                     &mut handler_error,
                                 );
                                 if let Some(j) = journal.as_mut() {
-                                    j.push(i);
+                                    j.push(i, false);
                                 }
                             }
                         }
@@ -415,10 +415,17 @@ async fn run(
             }
         }
         if let Some(j) = journal.as_mut() {
-            // Every finished step is durable before the run goes on, whether or not
-            // something starts now: a step whose completion is journaled is never run
-            // again after a crash (DESIGN §5). Concurrent runs share the flush.
-            let written = j.sync(&reports).await;
+            // Before a step with outside effects starts, the run's record and every
+            // finished step's entry are on disk, and the end of a step with effects is
+            // flushed at the next decision whether or not something starts: such a step,
+            // once journaled, is never run again after a crash (DESIGN §5). Concurrent runs
+            // share the flush. Starting only effect-free steps (`set`, `cases.query`)
+            // commits without waiting for the disk: what a crash could take back then is
+            // work that is harmless to redo (see `journal`).
+            let effects = to_start
+                .iter()
+                .any(|(i, _)| !plan.steps[*i].step.effect_free());
+            let written = j.before_start(&reports, effects).await;
             if let Err(e) = written {
                 tracing::error!(error = %e, "the run journal cannot be written; stopping the run");
                 halted = Some(format!("the run journal cannot be written: {e}"));
@@ -496,7 +503,7 @@ async fn run(
             }
         };
         if let (Some(i), Some(j)) = (done, journal.as_mut()) {
-            j.push(i);
+            j.push(i, !plan.steps[i].step.effect_free());
         }
     }
     if run_error.is_none() {

@@ -14,6 +14,16 @@
 //! `durability: relaxed` entries are committed before dependents start but reach the disk
 //! with the store's background flush: a crash may re-run the last steps (with the same
 //! idempotency keys).
+//!
+//! **Steps without outside effects.** A step type may declare itself effect-free
+//! ([`crate::Step::effect_free`]: `set`, `cases.query`, lookups). Starting one does not
+//! wait for the flush ([`RunJournal::before_start`] only commits), and its own end does not
+//! force one. This keeps the rule for everything that matters: a step that can change the
+//! world still starts only once the run's record and every finished step's entry are on
+//! disk, and the end of a step that had effects is still flushed at the next decision. What
+//! a crash can take back in addition is only effect-free work (the run's start before its
+//! first effectful step, whose origin is then dispatched again; the entries of effect-free
+//! steps, which then run again): running those twice changes nothing.
 
 use std::sync::Arc;
 
@@ -30,6 +40,9 @@ pub struct RunJournal {
     queued: Vec<(u32, usize)>,
     /// Entries committed but possibly not on disk.
     unsynced: bool,
+    /// Among the entries not known to be on disk, one of a step that may have had outside
+    /// effects: flushed at the next decision even when nothing starts.
+    effects_unsynced: bool,
 }
 
 impl RunJournal {
@@ -43,14 +56,33 @@ impl RunJournal {
             queued: Vec::new(),
             // The run's record may not be on disk yet: the first start syncs.
             unsynced: true,
+            effects_unsynced: false,
         }
     }
 
     /// Queues the entry of a finished (or skipped, or failed) step: `reports[step]` as it
-    /// stands when the entry is written.
-    pub fn push(&mut self, step: usize) {
+    /// stands when the entry is written. `effects`: the step ran and may have changed
+    /// something outside the run (false for skipped steps and effect-free step types).
+    pub fn push(&mut self, step: usize, effects: bool) {
         self.queued.push((self.next_seq, step));
         self.next_seq += 1;
+        self.effects_unsynced |= effects;
+    }
+
+    /// Called after each scheduling decision, before the steps it starts: flushes (as
+    /// [`RunJournal::sync`]) when one of them may have outside effects (`effects`) or when
+    /// the end of a step with effects is not on disk yet; otherwise only commits the queued
+    /// entries (see the module docs).
+    pub async fn before_start(
+        &mut self,
+        reports: &[StepReport],
+        effects: bool,
+    ) -> Result<(), StoreError> {
+        if effects || self.effects_unsynced {
+            self.sync(reports).await
+        } else {
+            self.write(reports).await
+        }
     }
 
     /// Commits the queued entries without waiting for the disk.
@@ -77,6 +109,7 @@ impl RunJournal {
             self.store.sync().await?;
             self.unsynced = false;
         }
+        self.effects_unsynced = false;
         Ok(())
     }
 }

@@ -112,6 +112,42 @@ impl Engine {
             .collect())
     }
 
+    /// [`Engine::start_jobs`] for several origins in one store transaction; one list of
+    /// the jobs that may start per origin, in order.
+    pub(crate) async fn start_jobs_many(
+        &self,
+        batch: Vec<(RunOrigin, Vec<Job>)>,
+    ) -> Result<Vec<Vec<Job>>, crate::Error> {
+        let Some(store) = self.store() else {
+            return Ok(batch.into_iter().map(|(_, jobs)| jobs).collect());
+        };
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records: Vec<(RunOrigin, Vec<RunRecord>)> = batch
+            .iter()
+            .map(|(o, jobs)| (*o, jobs.iter().map(|j| j.record.clone()).collect()))
+            .collect();
+        let started = store.start_runs_many(&records).await?;
+        if started.len() != batch.len() {
+            return Err(crate::Error::Runtime(format!(
+                "the store started {} of {} batches",
+                started.len(),
+                batch.len()
+            )));
+        }
+        Ok(batch
+            .into_iter()
+            .zip(started)
+            .map(|((_, jobs), go)| {
+                jobs.into_iter()
+                    .zip(go)
+                    .filter_map(|(j, go)| go.then_some(j))
+                    .collect()
+            })
+            .collect())
+    }
+
     /// The store's unfinished runs as jobs, oldest first. A run whose playbook is no longer
     /// loaded fails with a message saying so.
     pub(crate) async fn resumable(&self) -> Result<Vec<Job>, crate::Error> {
@@ -170,7 +206,7 @@ impl Engine {
     }
 
     /// Queues the job for its concurrency key (fixing its turn now) and spawns it.
-    pub(crate) fn launch(&self, job: Job, set: &mut JoinSet<RunReport>) {
+    pub(crate) fn launch(&self, job: Job, set: &mut JoinSet<Arc<RunReport>>) {
         let ticket = self.shared.locks.queue(job.key.clone());
         lock(&self.shared.in_flight).insert(job.record.summary.run_id.clone());
         set.spawn(run_job(self.shared.clone(), job, ticket));
@@ -186,7 +222,7 @@ impl Engine {
         let mut reports = Vec::new();
         while let Some(r) = set.join_next().await {
             match r {
-                Ok(report) => reports.push(report),
+                Ok(report) => reports.push(Arc::unwrap_or_clone(report)),
                 Err(e) => tracing::error!(error = %e, "run task crashed"),
             }
         }
@@ -196,7 +232,7 @@ impl Engine {
 }
 
 /// One run, from its turn for its key to its final record.
-async fn run_job(shared: Arc<Shared>, job: Job, ticket: Ticket) -> RunReport {
+async fn run_job(shared: Arc<Shared>, job: Job, ticket: Ticket) -> Arc<RunReport> {
     let _held = ticket.acquire().await;
     let Job {
         plan,
@@ -262,12 +298,15 @@ async fn run_job(shared: Arc<Shared>, job: Job, ticket: Ticket) -> RunReport {
         summary.finished_at = Some(executor::rfc3339(shared.services.clock.now()));
         summary.duration_ms = Some(report.duration_ms);
         summary.error = report.error.clone();
-        record.output = report.output.clone();
-        record.steps = report.steps.clone();
+        // Lent to the record for the write, not copied.
+        record.output = report.output.take();
+        record.steps = std::mem::take(&mut report.steps);
         if let Err(e) = store.finish_run(&record).await {
             // The run stays `running` in the journal and is resumed at the next start.
             tracing::error!(%run_id, error = %e, "could not record the end of the run");
         }
+        report.output = record.output.take();
+        report.steps = std::mem::take(&mut record.steps);
         if let Some(key) = &store_key {
             if let Err(e) = store.release_key(key, &run_id).await {
                 // Another process takes the key once this one is gone.
@@ -276,9 +315,10 @@ async fn run_job(shared: Arc<Shared>, job: Job, ticket: Ticket) -> RunReport {
         }
     }
     lock(&shared.in_flight).remove(&run_id);
-    let report_arc = Arc::new(report);
+    // Shared with the subscribers, not cloned: the worker drops its copy unread.
+    let report = Arc::new(report);
     // No subscriber is not an error.
-    let _ = shared.finished.send(report_arc.clone());
+    let _ = shared.finished.send(report.clone());
     shared.wake.notify_one();
-    Arc::unwrap_or_clone(report_arc)
+    report
 }

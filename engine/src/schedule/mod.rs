@@ -399,6 +399,12 @@ impl Engine {
     /// The runs an incoming event starts, recorded in the journal as its inbox entry is
     /// taken (none when another dispatcher took it first).
     async fn take_incoming(&self, incoming: &Incoming) -> Result<Vec<Job>, crate::Error> {
+        let (origin, jobs) = self.prepare_incoming(incoming);
+        self.start_jobs(origin, jobs).await
+    }
+
+    /// The runs an incoming event would start, and the origin their records consume.
+    fn prepare_incoming(&self, incoming: &Incoming) -> (RunOrigin, Vec<Job>) {
         let (plans, errors) = self.matching(&incoming.source, &incoming.event);
         for (playbook, e) in &errors {
             tracing::warn!(%playbook, error = %e, "trigger could not be evaluated");
@@ -421,14 +427,27 @@ impl Engine {
                 )
             })
             .collect();
-        self.start_jobs(RunOrigin::Inbox(incoming.seq), jobs).await
+        (RunOrigin::Inbox(incoming.seq), jobs)
     }
 
     /// The runs a case event starts, recorded in the journal with the event's delivery
     /// (acknowledged when `ack`); beyond the depth limit they are recorded as blocked by the
     /// loop guard, which says so on the case.
     async fn take_case_event(&self, ev: &CaseEvent, ack: bool) -> Result<Vec<Job>, crate::Error> {
+        let (origin, jobs, depth) = self.prepare_case_event(ev, ack).await;
+        let wanted = jobs.len();
+        let jobs = self.start_jobs(origin, jobs).await?;
+        Ok(self.guard_case_event(ev, depth, wanted, jobs).await)
+    }
+
+    /// The runs a case event would start, the origin their records consume, and their
+    /// depth (for the loop guard, [`Engine::guard_case_event`]).
+    async fn prepare_case_event(&self, ev: &CaseEvent, ack: bool) -> (RunOrigin, Vec<Job>, u32) {
         let kind = ev.kind.as_str();
+        let origin = RunOrigin::CaseEvent {
+            event_id: ev.id,
+            ack,
+        };
         if !self
             .bundle
             .playbooks
@@ -436,11 +455,7 @@ impl Engine {
             .any(|p| p.trigger.event == kind)
         {
             // No playbook listens: acknowledge without building the payload.
-            let origin = RunOrigin::CaseEvent {
-                event_id: ev.id,
-                ack,
-            };
-            return self.start_jobs(origin, Vec::new()).await;
+            return (origin, Vec::new(), 0);
         }
         let depth = match &ev.actor {
             Actor::Playbook { run_id, .. } => self.depth_of(run_id).await + 1,
@@ -470,16 +485,18 @@ impl Engine {
                 )
             })
             .collect();
-        let wanted = jobs.len();
-        let mut jobs = self
-            .start_jobs(
-                RunOrigin::CaseEvent {
-                    event_id: ev.id,
-                    ack,
-                },
-                jobs,
-            )
-            .await?;
+        (origin, jobs, depth)
+    }
+
+    /// The started runs of a case event (`wanted` were prepared), blocked by the loop
+    /// guard beyond the depth limit.
+    async fn guard_case_event(
+        &self,
+        ev: &CaseEvent,
+        depth: u32,
+        wanted: usize,
+        mut jobs: Vec<Job>,
+    ) -> Vec<Job> {
         if jobs.len() < wanted {
             tracing::info!(
                 event = ev.id,
@@ -493,7 +510,38 @@ impl Engine {
                 j.blocked = Some(message.clone());
             }
         }
-        Ok(jobs)
+        jobs
+    }
+
+    /// Takes queued incoming events and pending case events together: the runs each
+    /// starts are recorded, and each is consumed, in one transaction for the whole batch
+    /// (one `start_runs` per entry was a transaction, and most of the worker's cost, per
+    /// event). Returns the jobs in the order of `incoming`, then `events`.
+    pub(crate) async fn take_batch(
+        &self,
+        incoming: &[Incoming],
+        events: &[CaseEvent],
+    ) -> Result<Vec<Job>, crate::Error> {
+        let mut batch = Vec::with_capacity(incoming.len() + events.len());
+        for i in incoming {
+            batch.push(self.prepare_incoming(i));
+        }
+        let mut guards = Vec::with_capacity(events.len());
+        for ev in events {
+            let (origin, jobs, depth) = self.prepare_case_event(ev, true).await;
+            guards.push((depth, jobs.len()));
+            batch.push((origin, jobs));
+        }
+        let started = self.start_jobs_many(batch).await?;
+        let mut out = Vec::new();
+        let mut started = started.into_iter();
+        for jobs in started.by_ref().take(incoming.len()) {
+            out.extend(jobs);
+        }
+        for ((ev, (depth, wanted)), jobs) in events.iter().zip(guards).zip(started) {
+            out.extend(self.guard_case_event(ev, depth, wanted, jobs).await);
+        }
+        Ok(out)
     }
 
     fn concurrency_key(&self, plan: &Plan, event: &Value) -> Option<String> {

@@ -348,7 +348,7 @@ impl Engine {
         let store = self.store_required()?;
         let span = tracing::info_span!("worker");
         async move {
-            let mut runs: JoinSet<RunReport> = JoinSet::new();
+            let mut runs: JoinSet<Arc<RunReport>> = JoinSet::new();
             let mut hooks: JoinSet<()> = JoinSet::new();
             let worked = self.work(&store, &shutdown, &mut runs, &mut hooks).await;
             if let Err(e) = &worked {
@@ -374,7 +374,7 @@ impl Engine {
         &self,
         store: &Arc<dyn Store>,
         shutdown: &CancellationToken,
-        runs: &mut JoinSet<RunReport>,
+        runs: &mut JoinSet<Arc<RunReport>>,
         hooks: &mut JoinSet<()>,
     ) -> Result<(), crate::Error> {
         let cfg = self.worker;
@@ -406,29 +406,26 @@ impl Engine {
                 return Ok(());
             }
             let mut found = false;
+            // Everything queued is taken in one transaction per kind (inbox entries, then
+            // case events), and launched in queue order.
             let room = cfg.max_runs.saturating_sub(runs.len());
             if room > 0 {
                 let queued = store.pending_incoming(room.min(256)).await?;
-                for incoming in &queued {
-                    let span = tracing::info_span!("dispatch", inbox_seq = incoming.seq, source = %incoming.source);
-                    for job in self.take_incoming(incoming).instrument(span).await? {
+                if !queued.is_empty() {
+                    let span = tracing::info_span!("dispatch", inbox_entries = queued.len());
+                    for job in self.take_batch(&queued, &[]).instrument(span).await? {
                         self.launch(job, runs);
                     }
-                }
-                if !queued.is_empty() {
                     found = true;
                     self.shared.progress.notify_waiters();
                 }
             }
             let room = cfg.max_runs.saturating_sub(runs.len());
             if room > 0 {
-                for ev in store.pending_events(room.min(256)).await? {
-                    let span = tracing::info_span!(
-                        "dispatch",
-                        case_event = ev.id,
-                        kind = ev.kind.as_str()
-                    );
-                    for job in self.take_case_event(&ev, true).instrument(span).await? {
+                let events = store.pending_events(room.min(256)).await?;
+                if !events.is_empty() {
+                    let span = tracing::info_span!("dispatch", case_events = events.len());
+                    for job in self.take_batch(&[], &events).instrument(span).await? {
                         self.launch(job, runs);
                     }
                     found = true;
@@ -502,7 +499,7 @@ impl Engine {
     async fn stop(
         &self,
         store: &Arc<dyn Store>,
-        runs: &mut JoinSet<RunReport>,
+        runs: &mut JoinSet<Arc<RunReport>>,
     ) -> Result<(), crate::Error> {
         if !runs.is_empty() {
             tracing::info!(runs = runs.len(), grace = ?self.worker.shutdown_grace, "waiting for running runs");

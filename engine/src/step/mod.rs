@@ -93,6 +93,14 @@ pub trait Step: Send + Sync + 'static {
     fn check_config(&self, _config: &Value) -> Result<(), String> {
         Ok(())
     }
+    /// True when running the step changes nothing outside the run: it only reads (the case
+    /// store, a lookup API) or computes, so running it twice is harmless. The executor then
+    /// does not wait for the journal's flush before starting it (see
+    /// [`crate::schedule::journal`]); a step with any effect (a case change, a POST, a
+    /// notification) must keep the default `false`.
+    fn effect_free(&self) -> bool {
+        false
+    }
 }
 
 /// A step with a typed input and output; implements [`Step`] for you.
@@ -111,12 +119,18 @@ pub trait TypedStep: Send + Sync + 'static {
     fn check_config(&self, _config: &Value) -> Result<(), String> {
         Ok(())
     }
+    /// See [`Step::effect_free`].
+    const EFFECT_FREE: bool = false;
 }
 
 #[async_trait]
 impl<T: TypedStep> Step for T {
     fn check_config(&self, config: &Value) -> Result<(), String> {
         TypedStep::check_config(self, config)
+    }
+
+    fn effect_free(&self) -> bool {
+        T::EFFECT_FREE
     }
 
     fn spec(&self) -> StepSpec {
@@ -395,6 +409,7 @@ impl StepContext {
                     None => self.step.clone(),
                 },
             }),
+            journaled: true,
         }
     }
 }

@@ -64,6 +64,8 @@ impl TypedStep for Query {
     type Input = Input;
     type Output = Output;
     const NAME: &'static str = "cases.query";
+    // Reads the case store only.
+    const EFFECT_FREE: bool = true;
 
     fn description(&self) -> &'static str {
         "Find cases by observable, state, severity, assignee, tag and creation time; output `cases` and `count`."

@@ -141,6 +141,9 @@ impl TypedStep for EnrichIp {
     type Input = Input;
     type Output = Output;
     const NAME: &'static str = "enrich.ip";
+    // Lookups only (reputation APIs, local lists); what it writes is the verdict cache,
+    // which may lose its last entries in a crash without harm.
+    const EFFECT_FREE: bool = true;
 
     fn description(&self) -> &'static str {
         "Verdicts (benign, suspicious, malicious, unknown) for IP addresses from local lists, AbuseIPDB, VirusTotal and GreyNoise; private addresses never leave the process."

@@ -167,6 +167,9 @@ impl TypedStep for UserGroups {
     type Input = UserInput;
     type Output = UserGroupsOutput;
     const NAME: &'static str = "okta.user_groups";
+    // A GET of the user's groups (or a read of the local directory): asking twice changes
+    // nothing in Okta.
+    const EFFECT_FREE: bool = true;
 
     fn description(&self) -> &'static str {
         "A user's Okta groups and whether one of them is a VIP group (config `okta.vip_groups`, by id or name)."
