@@ -102,6 +102,17 @@ impl TypedStep for HttpRequest {
     type Output = Output;
     const NAME: &'static str = "http.request";
 
+    /// A `GET` or `HEAD` (HTTP's safe methods; `GET` is the default) reads: it starts
+    /// without waiting for the run journal's flush, and after a crash it may be sent once
+    /// more. Any other method, or one chosen by a template, has effects.
+    fn effect_free(&self, with: &Value) -> bool {
+        match with.get("method") {
+            None => true,
+            Some(Value::String(m)) => m == "GET" || m == "HEAD",
+            Some(_) => false,
+        }
+    }
+
     fn description(&self) -> &'static str {
         "Call an HTTP API (through the outbound guard; `Idempotency-Key` sent); output status, headers and body."
     }

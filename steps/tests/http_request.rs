@@ -187,3 +187,41 @@ async fn a_bad_url_or_header_is_invalid_input() {
     .await;
     assert_eq!(err(&bad_header).kind, ErrorKind::InvalidInput);
 }
+
+/// Which `http.request` steps the engine may start without waiting for the run journal's
+/// flush: as compiled from a playbook, a literal `GET` or `HEAD` (or no method: `GET`) reads;
+/// any other method, or one a template chooses, may change something.
+#[test]
+fn gets_and_heads_are_reads_other_methods_have_effects() {
+    let step = |id: &str, with: Value| json!({"id": id, "uses": "http.request", "with": with});
+    let url = "https://api.example/x";
+    let doc = json!({"playbook": "t", "on": {"event": "test"}, "steps": [
+        step("default", json!({"url": url})),
+        step("get", json!({"method": "GET", "url": url})),
+        step("head", json!({"method": "HEAD", "url": url})),
+        step("post", json!({"method": "POST", "url": url, "json": {}})),
+        step("delete", json!({"method": "DELETE", "url": url})),
+        step("templated", json!({"method": "{{ event.method }}", "url": url})),
+    ]});
+    let src =
+        engine::load::parse_source(std::path::Path::new("t.yaml"), doc.to_string().into_bytes())
+            .unwrap_or_else(|d| panic!("{d}"));
+    let bundle = engine::compile::compile_sources(&[src], &support::registry())
+        .unwrap_or_else(|ds| panic!("{}", ds.iter().map(|d| d.to_string()).collect::<String>()));
+    let free: Vec<(&str, bool)> = bundle.playbooks[0]
+        .steps
+        .iter()
+        .map(|s| (s.id.as_str(), s.effect_free))
+        .collect();
+    assert_eq!(
+        free,
+        [
+            ("default", true),
+            ("get", true),
+            ("head", true),
+            ("post", false),
+            ("delete", false),
+            ("templated", false)
+        ]
+    );
+}

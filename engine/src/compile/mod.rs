@@ -94,6 +94,9 @@ pub struct StepPlan {
     pub on_error: OnError,
     /// Runs only when a step routes its failure here.
     pub is_handler: bool,
+    /// The step cannot change anything outside the run ([`Step::effect_free`] of its
+    /// `with:`): it starts without waiting for the journal's flush.
+    pub effect_free: bool,
 }
 
 impl std::fmt::Debug for StepPlan {
@@ -623,6 +626,7 @@ fn compile_playbook(
             timeout: s.timeout.as_deref().and_then(|t| parse_duration(t).ok()),
             on_error,
             is_handler: handlers.contains(&i),
+            effect_free: reg.step.effect_free(&Value::Object(s.with.clone())),
         });
     }
     if !c.ok || steps.len() != raw.steps.len() {

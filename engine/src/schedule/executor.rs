@@ -422,9 +422,7 @@ async fn run(
             // share the flush. Starting only effect-free steps (`set`, `cases.query`)
             // commits without waiting for the disk: what a crash could take back then is
             // work that is harmless to redo (see `journal`).
-            let effects = to_start
-                .iter()
-                .any(|(i, _)| !plan.steps[*i].step.effect_free());
+            let effects = to_start.iter().any(|(i, _)| !plan.steps[*i].effect_free);
             let written = j.before_start(&reports, effects).await;
             if let Err(e) = written {
                 tracing::error!(error = %e, "the run journal cannot be written; stopping the run");
@@ -503,7 +501,7 @@ async fn run(
             }
         };
         if let (Some(i), Some(j)) = (done, journal.as_mut()) {
-            j.push(i, !plan.steps[i].step.effect_free());
+            j.push(i, !plan.steps[i].effect_free);
         }
     }
     if run_error.is_none() {

@@ -97,8 +97,11 @@ pub trait Step: Send + Sync + 'static {
     /// store, a lookup API) or computes, so running it twice is harmless. The executor then
     /// does not wait for the journal's flush before starting it (see
     /// [`crate::schedule::journal`]); a step with any effect (a case change, a POST, a
-    /// notification) must keep the default `false`.
-    fn effect_free(&self) -> bool {
+    /// notification) must keep the default `false`. `with` is the step's `with:` block as
+    /// written in the playbook, templates unrendered, for types whose effects depend on a
+    /// literal setting (`http.request` with `method: GET`); decided once, when the playbook
+    /// is compiled.
+    fn effect_free(&self, _with: &Value) -> bool {
         false
     }
 }
@@ -119,8 +122,12 @@ pub trait TypedStep: Send + Sync + 'static {
     fn check_config(&self, _config: &Value) -> Result<(), String> {
         Ok(())
     }
-    /// See [`Step::effect_free`].
+    /// See [`Step::effect_free`]: true for a type that never has effects.
     const EFFECT_FREE: bool = false;
+    /// See [`Step::effect_free`], for a type whose effects depend on its `with:` block.
+    fn effect_free(&self, _with: &Value) -> bool {
+        Self::EFFECT_FREE
+    }
 }
 
 #[async_trait]
@@ -129,8 +136,8 @@ impl<T: TypedStep> Step for T {
         TypedStep::check_config(self, config)
     }
 
-    fn effect_free(&self) -> bool {
-        T::EFFECT_FREE
+    fn effect_free(&self, with: &Value) -> bool {
+        TypedStep::effect_free(self, with)
     }
 
     fn spec(&self) -> StepSpec {
