@@ -296,6 +296,12 @@ impl Outbox {
         self.store.notification_deliveries(None).await
     }
 
+    /// (notification, channel) pairs by the status of their latest attempt (for `/metrics`:
+    /// cheap whatever the size of the outbox).
+    pub async fn counts(&self) -> Result<crate::persist::DeliveryCounts, StoreError> {
+        self.store.notification_counts().await
+    }
+
     /// The latest delivery record of one notification on one channel.
     pub async fn delivery(&self, id: &str, channel: &str) -> Result<Option<Delivery>, StoreError> {
         Ok(self

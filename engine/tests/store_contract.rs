@@ -12,9 +12,9 @@ use engine::cases::{
 };
 use engine::notify::{Delivery, DeliveryStatus, Notification};
 use engine::persist::{
-    CaseQuery, CaseSort, Durability, InboxEntry, MemoryStore, NewIncoming, RunFilter,
-    RunInputRecord, RunOrigin, RunRecord, RunState, RunSummary, SledStore, Store, StoreError,
-    WriteMeta,
+    CaseQuery, CaseSort, DeliveryCounts, Durability, InboxEntry, MemoryStore, NewIncoming,
+    RunFilter, RunInputRecord, RunOrigin, RunRecord, RunState, RunSummary, SledStore, Store,
+    StoreError, WriteMeta,
 };
 use engine::report::StepReport;
 use engine::schedule::ready::Status;
@@ -1248,6 +1248,28 @@ async fn check_notification_outbox(s: &dyn Store) {
         .await
         .unwrap());
     assert_eq!(s.notifications_pending(None, 100).await.unwrap().len(), 2);
+    // The counts for /metrics follow every change of status: n1/slack delivered then failed
+    // again, n1/webhook rejected, n2/slack failed, n4/slack delivered.
+    let counts = s.notification_counts().await.unwrap();
+    assert_eq!(
+        (counts.delivered, counts.failed, counts.rejected),
+        (1, 2, 1),
+        "{counts:?}"
+    );
+    let mut by_status = DeliveryCounts::default();
+    for d in s.notification_deliveries(None).await.unwrap() {
+        match d.status {
+            DeliveryStatus::Delivered => by_status.delivered += 1,
+            DeliveryStatus::Failed => by_status.failed += 1,
+            DeliveryStatus::Rejected => by_status.rejected += 1,
+        }
+    }
+    assert_eq!(counts, by_status);
+    // Recording the same status again changes no count.
+    s.notification_record(&attempt("n2", "slack", DeliveryStatus::Failed, None))
+        .await
+        .unwrap();
+    assert_eq!(s.notification_counts().await.unwrap(), counts);
     assert!(s.check().await.unwrap().is_empty());
 }
 

@@ -116,7 +116,7 @@ use crate::cases::{
 pub use cache::Cache;
 pub use incoming::{Enqueued, Incoming, NewIncoming};
 pub use memory::MemoryStore;
-pub use notifications::Notifications;
+pub use notifications::{DeliveryCounts, Notifications};
 pub use options::{StoreOptions, DEFAULT_CACHE_MB, DEFAULT_FLUSH_EVERY_MS};
 pub use postgres::{PgOptions, PgStore};
 pub use runs::{

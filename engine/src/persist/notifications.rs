@@ -74,6 +74,72 @@ pub trait Notifications: Send + Sync {
     /// The latest delivery record of every (notification, channel) tried, by id and
     /// channel; of one notification only with `id`.
     async fn notification_deliveries(&self, id: Option<&str>) -> Result<Vec<Delivery>, StoreError>;
+
+    /// How many (notification, channel) pairs stand at each status, for `/metrics`: kept as
+    /// counters by sled and counted by PostgreSQL, so a scrape does not read every record
+    /// ever written. The default counts [`Notifications::notification_deliveries`].
+    async fn notification_counts(&self) -> Result<DeliveryCounts, StoreError> {
+        let mut c = DeliveryCounts::default();
+        for d in self.notification_deliveries(None).await? {
+            c.add(d.status, 1);
+        }
+        Ok(c)
+    }
+}
+
+/// (notification, channel) pairs by the status of their latest delivery attempt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryCounts {
+    pub delivered: u64,
+    pub failed: u64,
+    pub rejected: u64,
+}
+
+impl DeliveryCounts {
+    /// The count of `status`.
+    pub fn get(&self, status: DeliveryStatus) -> u64 {
+        match status {
+            DeliveryStatus::Delivered => self.delivered,
+            DeliveryStatus::Failed => self.failed,
+            DeliveryStatus::Rejected => self.rejected,
+        }
+    }
+
+    fn add(&mut self, status: DeliveryStatus, n: u64) {
+        let slot = match status {
+            DeliveryStatus::Delivered => &mut self.delivered,
+            DeliveryStatus::Failed => &mut self.failed,
+            DeliveryStatus::Rejected => &mut self.rejected,
+        };
+        *slot = slot.saturating_add(n);
+    }
+}
+
+/// The sled counter of pairs at `status` (`Meta` tree).
+fn count_key(status: DeliveryStatus) -> &'static [u8] {
+    match status {
+        DeliveryStatus::Delivered => b"notify_count_delivered",
+        DeliveryStatus::Failed => b"notify_count_failed",
+        DeliveryStatus::Rejected => b"notify_count_rejected",
+    }
+}
+
+fn read_count(kv: &dyn KvRead, status: DeliveryStatus) -> Result<u64, StoreError> {
+    let k = count_key(status);
+    match kv.get(Tree::Meta, k)? {
+        None => Ok(0),
+        Some(v) => keys::u64_value(&v)
+            .ok_or_else(|| corrupt(kv.path(), Tree::Meta, k, "counter is not 8 bytes")),
+    }
+}
+
+/// The sled store's counters.
+pub(crate) fn counts(kv: &dyn KvRead) -> Result<DeliveryCounts, StoreError> {
+    Ok(DeliveryCounts {
+        delivered: read_count(kv, DeliveryStatus::Delivered)?,
+        failed: read_count(kv, DeliveryStatus::Failed)?,
+        rejected: read_count(kv, DeliveryStatus::Rejected)?,
+    })
 }
 
 /// What `notifyseq_notification` holds.
@@ -186,6 +252,21 @@ pub(crate) fn plan_push(
 
 pub(crate) fn plan_record(kv: &dyn KvRead, d: &Delivery) -> Result<WriteSet, StoreError> {
     let mut ws = WriteSet::default();
+    // The counters of `counts`: this pair moves from its previous status (if any) to `d`'s.
+    // Writers are serialised by the store, so read, change and write is safe here.
+    let previous = read_delivery(kv, &d.id, &d.channel)?.map(|p| p.status);
+    if previous != Some(d.status) {
+        if let Some(p) = previous {
+            let n = read_count(kv, p)?.saturating_sub(1);
+            ws.put(Tree::Meta, count_key(p).to_vec(), n.to_be_bytes().to_vec());
+        }
+        let n = read_count(kv, d.status)?.saturating_add(1);
+        ws.put(
+            Tree::Meta,
+            count_key(d.status).to_vec(),
+            n.to_be_bytes().to_vec(),
+        );
+    }
     ws.put(
         Tree::NotifychannelDelivery,
         keys::notify_key(&[&d.id, &d.channel]),

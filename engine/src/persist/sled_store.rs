@@ -618,6 +618,10 @@ impl Notifications for SledStore {
     ) -> Result<Vec<NotifyDelivery>, StoreError> {
         notifications::deliveries(&self.kv, id)
     }
+
+    async fn notification_counts(&self) -> Result<notifications::DeliveryCounts, StoreError> {
+        notifications::counts(&self.kv)
+    }
 }
 
 #[async_trait]

@@ -228,14 +228,13 @@ impl Metrics {
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the notification outbox"),
         }
-        match outbox.deliveries().await {
-            Ok(ds) => {
+        match outbox.counts().await {
+            Ok(counts) => {
                 for status in [
                     DeliveryStatus::Delivered,
                     DeliveryStatus::Failed,
                     DeliveryStatus::Rejected,
                 ] {
-                    let n = ds.iter().filter(|d| d.status == status).count();
                     let name = match status {
                         DeliveryStatus::Delivered => "delivered",
                         DeliveryStatus::Failed => "failed",
@@ -243,7 +242,7 @@ impl Metrics {
                     };
                     self.notification_deliveries
                         .get_or_create(&labels(&[("status", name)]))
-                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                        .set(i64::try_from(counts.get(status)).unwrap_or(i64::MAX));
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the notification deliveries"),

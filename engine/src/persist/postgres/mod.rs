@@ -658,4 +658,10 @@ impl super::Notifications for PgStore {
     ) -> Result<Vec<crate::notify::Delivery>, StoreError> {
         self.pg_notification_deliveries(id).await
     }
+
+    async fn notification_counts(
+        &self,
+    ) -> Result<super::notifications::DeliveryCounts, StoreError> {
+        self.pg_notification_counts().await
+    }
 }

@@ -204,6 +204,33 @@ impl PgStore {
         Ok(out)
     }
 
+    pub(super) async fn pg_notification_counts(
+        &self,
+    ) -> Result<crate::persist::notifications::DeliveryCounts, StoreError> {
+        let conn = self.conn().await?;
+        let stmt = conn
+            .prepare_cached(
+                "SELECT count(*) FILTER (WHERE delivery->>'status' = 'delivered'),
+                        count(*) FILTER (WHERE delivery->>'status' = 'failed'),
+                        count(*) FILTER (WHERE delivery->>'status' = 'rejected')
+                 FROM notification_channels WHERE delivery IS NOT NULL",
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        let row = conn.query_one(&stmt, &[]).await.map_err(|e| self.db(e))?;
+        let n = |i: usize| -> u64 {
+            row.try_get::<_, i64>(i)
+                .ok()
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(0)
+        };
+        Ok(crate::persist::notifications::DeliveryCounts {
+            delivered: n(0),
+            failed: n(1),
+            rejected: n(2),
+        })
+    }
+
     pub(super) async fn pg_notification_deliveries(
         &self,
         id: Option<&str>,
