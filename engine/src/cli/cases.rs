@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use super::{
-    bundled_config, load, open_store, open_store_with, output, runtime, CasesCommand, StoreLocation,
+    bundled_config, load, open_store, open_store_with, output, runtime, CasesCommand, StoreArgs,
+    StoreLocation,
 };
 use crate::cases::{Actor, Case, CaseChange, CaseId, CaseState, Severity, Timestamp};
 use crate::persist::{CaseQuery, CaseSort, Store, WriteMeta};
@@ -46,8 +47,10 @@ pub fn run(command: CasesCommand, registry: Registry) -> Result<ExitCode, String
             assignee,
             tag,
             limit,
-            data_dir,
-            database_url,
+            store: StoreArgs {
+                data_dir,
+                database_url,
+            },
             json,
         } => {
             let at = StoreLocation {
@@ -86,8 +89,10 @@ pub fn run(command: CasesCommand, registry: Registry) -> Result<ExitCode, String
         }
         CasesCommand::Show {
             id,
-            data_dir,
-            database_url,
+            store: StoreArgs {
+                data_dir,
+                database_url,
+            },
             json,
         } => {
             let at = StoreLocation {
@@ -117,8 +122,10 @@ pub fn run(command: CasesCommand, registry: Registry) -> Result<ExitCode, String
             comment,
             actor,
             playbooks,
-            data_dir,
-            database_url,
+            store: StoreArgs {
+                data_dir,
+                database_url,
+            },
             config,
             json,
         } => {

@@ -43,12 +43,8 @@ enum Command {
         /// The source the events come from (`on.event` of the playbooks to start).
         #[arg(long, default_value = "okta")]
         source: String,
-        /// Where state is kept.
-        #[arg(long, default_value = ".caseflow")]
-        data_dir: PathBuf,
-        /// PostgreSQL instead of sled: `postgres://user:password@host/db` (see docs/operations.md).
-        #[arg(long, env = "CASEFLOW_DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Configuration file (YAML).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -69,12 +65,8 @@ enum Command {
         /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
-        /// Where state is kept.
-        #[arg(long, default_value = ".caseflow")]
-        data_dir: PathBuf,
-        /// PostgreSQL instead of sled: `postgres://user:password@host/db` (see docs/operations.md).
-        #[arg(long, env = "CASEFLOW_DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Configuration file (YAML); default `data/config.yaml` beside the playbooks.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -109,11 +101,8 @@ enum Command {
         pending: bool,
         #[arg(long, default_value_t = 50)]
         limit: usize,
-        #[arg(long, default_value = ".caseflow")]
-        data_dir: PathBuf,
-        /// PostgreSQL instead of sled: `postgres://user:password@host/db` (see docs/operations.md).
-        #[arg(long, env = "CASEFLOW_DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         json: bool,
     },
@@ -131,6 +120,19 @@ enum Command {
     },
 }
 
+/// Where the state is: sled under `--data-dir` (the default), or PostgreSQL with
+/// `--database-url`; every command that opens the store takes both.
+#[derive(clap::Args, Debug)]
+struct StoreArgs {
+    /// Where state is kept (sled's files; with PostgreSQL only the outbox files of an older
+    /// engine, imported from there).
+    #[arg(long, default_value = ".caseflow")]
+    data_dir: PathBuf,
+    /// PostgreSQL instead of sled: `postgres://user:password@host/db` (see docs/operations.md).
+    #[arg(long, env = "CASEFLOW_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 enum CasesCommand {
     /// List cases, newest first.
@@ -145,22 +147,16 @@ enum CasesCommand {
         tag: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: usize,
-        #[arg(long, default_value = ".caseflow")]
-        data_dir: PathBuf,
-        /// PostgreSQL instead of sled: `postgres://user:password@host/db` (see docs/operations.md).
-        #[arg(long, env = "CASEFLOW_DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         json: bool,
     },
     /// Show one case with its observables and timeline.
     Show {
         id: String,
-        #[arg(long, default_value = ".caseflow")]
-        data_dir: PathBuf,
-        /// PostgreSQL instead of sled: `postgres://user:password@host/db` (see docs/operations.md).
-        #[arg(long, env = "CASEFLOW_DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         json: bool,
     },
@@ -186,11 +182,8 @@ enum CasesCommand {
         /// Playbooks whose case triggers fire.
         #[arg(long, num_args = 1..)]
         playbooks: Vec<PathBuf>,
-        #[arg(long, default_value = ".caseflow")]
-        data_dir: PathBuf,
-        /// PostgreSQL instead of sled: `postgres://user:password@host/db` (see docs/operations.md).
-        #[arg(long, env = "CASEFLOW_DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         config: Option<PathBuf>,
         #[arg(long)]
@@ -202,11 +195,8 @@ enum CasesCommand {
 enum StoreCommand {
     /// Check that every index entry points at a case that has it, and every case is indexed.
     Check {
-        #[arg(long, default_value = ".caseflow")]
-        data_dir: PathBuf,
-        /// PostgreSQL instead of sled: `postgres://user:password@host/db` (see docs/operations.md).
-        #[arg(long, env = "CASEFLOW_DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Copy a sled store into an empty PostgreSQL database (moving a deployment over).
     Copy {
@@ -479,8 +469,10 @@ fn run(
         Command::Serve {
             paths,
             listen,
-            data_dir,
-            database_url,
+            store: StoreArgs {
+                data_dir,
+                database_url,
+            },
             config,
             seed,
         } => serve::run(
@@ -546,8 +538,10 @@ fn run(
         Command::Notifications {
             pending,
             limit,
-            data_dir,
-            database_url,
+            store: StoreArgs {
+                data_dir,
+                database_url,
+            },
             json,
         } => notifications::run(notifications::Query {
             at: StoreLocation {
@@ -561,8 +555,11 @@ fn run(
         Command::Store {
             command:
                 StoreCommand::Check {
-                    data_dir,
-                    database_url,
+                    store:
+                        StoreArgs {
+                            data_dir,
+                            database_url,
+                        },
                 },
         } => {
             let rt = runtime()?;
@@ -660,8 +657,10 @@ fn run(
             paths,
             event,
             source,
-            data_dir,
-            database_url,
+            store: StoreArgs {
+                data_dir,
+                database_url,
+            },
             config,
             seed,
             json,
