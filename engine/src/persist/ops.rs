@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::keys::{self, corrupt, Tree};
 use super::{CaseQuery, CaseSort, StoreError, WriteMeta, WriteOutcome};
 use crate::cases::{
-    apply, normalize_observable, ApplyContext, Case, CaseChange, CaseError, CaseEvent, CaseId,
-    CaseState, NewCase, ObservableType, Severity, Timestamp,
+    apply, normalize_observable, ApplyContext, Case, CaseChange, CaseError, CaseEvent,
+    CaseEventKind, CaseId, CaseState, NewCase, ObservableType, Severity, Timestamp,
 };
 
 /// One key-value pair from a range scan.
@@ -47,13 +47,14 @@ impl WriteSet {
     }
 }
 
-/// What `idempotency_result` holds for one (run, step).
-#[derive(Serialize, Deserialize)]
-struct Committed {
-    case_id: CaseId,
-    created: bool,
-    case: Case,
-    event_ids: Vec<u64>,
+/// What `idempotency_result` (sled) and `idempotency.result` (PostgreSQL) hold for one
+/// (run, step).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Committed {
+    pub(crate) case_id: CaseId,
+    pub(crate) created: bool,
+    pub(crate) case: Case,
+    pub(crate) event_ids: Vec<u64>,
 }
 
 pub(crate) fn to_json<T: Serialize>(path: &Path, v: &T) -> Result<Vec<u8>, StoreError> {
@@ -191,7 +192,7 @@ fn replay(kv: &dyn KvRead, meta: &WriteMeta) -> Result<Option<(Committed, Vec<u8
     }
 }
 
-fn replayed(c: Committed) -> WriteOutcome {
+pub(crate) fn replayed(c: Committed) -> WriteOutcome {
     WriteOutcome {
         case: c.case,
         created: c.created,
@@ -354,39 +355,42 @@ fn open_case_with_dedup_key(kv: &dyn KvRead, key: &str) -> Result<Option<Case>, 
 }
 
 /// Plans an update: replay, or all `changes` applied in order with their events.
-pub(crate) fn plan_update(
-    kv: &dyn KvRead,
-    id: CaseId,
+/// A write whose idempotency key already recorded a change of another case.
+pub(crate) fn idempotency_conflict(
+    meta: &WriteMeta,
+    recorded: CaseId,
+    requested: CaseId,
+) -> StoreError {
+    let (run_id, step_id) = meta
+        .idempotency
+        .as_ref()
+        .map(|k| (k.run_id.clone(), k.step_id.clone()))
+        .unwrap_or_default();
+    StoreError::IdempotencyConflict {
+        run_id,
+        step_id,
+        recorded,
+        requested,
+    }
+}
+
+/// `changes` applied in order to `before`: the case after them, and the kinds of case
+/// events they cause (each once, in order of first appearance). Every backend's update.
+pub(crate) fn apply_changes(
+    before: &Case,
     changes: &[CaseChange],
     meta: &WriteMeta,
-) -> Result<(WriteSet, WriteOutcome), StoreError> {
-    if let Some((c, _)) = replay(kv, meta)? {
-        if c.case_id != id {
-            let (run_id, step_id) = meta
-                .idempotency
-                .as_ref()
-                .map(|k| (k.run_id.clone(), k.step_id.clone()))
-                .unwrap_or_default();
-            return Err(StoreError::IdempotencyConflict {
-                run_id,
-                step_id,
-                recorded: c.case_id,
-                requested: id,
-            });
-        }
-        return Ok((WriteSet::default(), replayed(c)));
-    }
-    let before = read_case(kv, id)?.ok_or(StoreError::NotFound(id))?;
+) -> Result<(Case, Vec<CaseEventKind>), StoreError> {
     let ctx = ApplyContext {
         actor: meta.actor.clone(),
         now: meta.at,
-        new_id: id,
+        new_id: before.id,
     };
     let mut case = before.clone();
     let mut kinds = Vec::new();
     for ch in changes {
         if matches!(ch, CaseChange::Create(_)) {
-            return Err(CaseError::AlreadyExists(id).into());
+            return Err(CaseError::AlreadyExists(before.id).into());
         }
         let a = apply(Some(&case), ch, &ctx)?;
         for k in a.events {
@@ -396,6 +400,23 @@ pub(crate) fn plan_update(
         }
         case = a.case;
     }
+    Ok((case, kinds))
+}
+
+pub(crate) fn plan_update(
+    kv: &dyn KvRead,
+    id: CaseId,
+    changes: &[CaseChange],
+    meta: &WriteMeta,
+) -> Result<(WriteSet, WriteOutcome), StoreError> {
+    if let Some((c, _)) = replay(kv, meta)? {
+        if c.case_id != id {
+            return Err(idempotency_conflict(meta, c.case_id, id));
+        }
+        return Ok((WriteSet::default(), replayed(c)));
+    }
+    let before = read_case(kv, id)?.ok_or(StoreError::NotFound(id))?;
+    let (case, kinds) = apply_changes(&before, changes, meta)?;
     let mut ws = WriteSet::default();
     let events = if kinds.is_empty() {
         Vec::new()

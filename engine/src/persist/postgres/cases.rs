@@ -13,20 +13,12 @@ use crate::cases::{
     apply, normalize_observable, ApplyContext, Case, CaseChange, CaseError, CaseEvent,
     CaseEventKind, CaseId, NewCase, TimelineEntry, Timestamp,
 };
+use crate::persist::ops::{apply_changes, idempotency_conflict, replayed, Committed};
 use crate::persist::{CaseQuery, CaseSort, StoreError, WriteMeta, WriteOutcome};
 
 /// The columns every case read selects: id, record, timeline.
 const CASE_COLUMNS: &str = "c.id, c.record, \
     (SELECT json_agg(t.entry ORDER BY t.seq) FROM case_timeline t WHERE t.case_id = c.id)";
-
-/// What `idempotency.result` holds (the same record as sled's `idempotency_result`).
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Committed {
-    case_id: CaseId,
-    created: bool,
-    case: Case,
-    event_ids: Vec<u64>,
-}
 
 type Param = Box<dyn ToSql + Sync + Send>;
 
@@ -586,17 +578,7 @@ impl PgStore {
         let tx = conn.transaction().await.map_err(|e| self.db(e))?;
         if let Some(c) = self.replay(&tx, meta).await? {
             if c.case_id != id {
-                let (run_id, step_id) = meta
-                    .idempotency
-                    .as_ref()
-                    .map(|k| (k.run_id.clone(), k.step_id.clone()))
-                    .unwrap_or_default();
-                return Err(StoreError::IdempotencyConflict {
-                    run_id,
-                    step_id,
-                    recorded: c.case_id,
-                    requested: id,
-                });
+                return Err(idempotency_conflict(meta, c.case_id, id));
             }
             return Ok(replayed(c));
         }
@@ -604,25 +586,7 @@ impl PgStore {
             .read_case(&tx, id, true)
             .await?
             .ok_or(StoreError::NotFound(id))?;
-        let ctx = ApplyContext {
-            actor: meta.actor.clone(),
-            now: meta.at,
-            new_id: id,
-        };
-        let mut case = before.clone();
-        let mut kinds = Vec::new();
-        for ch in changes {
-            if matches!(ch, CaseChange::Create(_)) {
-                return Err(CaseError::AlreadyExists(id).into());
-            }
-            let a = apply(Some(&case), ch, &ctx)?;
-            for k in a.events {
-                if !kinds.contains(&k) {
-                    kinds.push(k);
-                }
-            }
-            case = a.case;
-        }
+        let (case, kinds) = apply_changes(&before, changes, meta)?;
         let events = if kinds.is_empty() {
             Vec::new()
         } else {
@@ -642,15 +606,5 @@ impl PgStore {
         self.record_idempotency(&tx, meta, &out).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
         Ok(out)
-    }
-}
-
-fn replayed(c: Committed) -> WriteOutcome {
-    WriteOutcome {
-        case: c.case,
-        created: c.created,
-        replayed: true,
-        events: Vec::new(),
-        event_ids: c.event_ids,
     }
 }
