@@ -152,10 +152,16 @@ impl PgStore {
         Ok(out)
     }
 
-    pub(super) async fn pg_pending_incoming(
+    /// Claims up to `limit` claimable rows of `table` (ordered by `key`) for this process
+    /// and returns their `returning` columns (the table is aliased `i`). Rows another
+    /// transaction is claiming right now are skipped, so two processes never get the same.
+    async fn claim_rows(
         &self,
+        table: &str,
+        key: &str,
+        returning: &str,
         limit: usize,
-    ) -> Result<Vec<Incoming>, StoreError> {
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
         self.refuse_if_fenced()?;
         if limit == 0 {
             return Ok(Vec::new());
@@ -164,17 +170,30 @@ impl PgStore {
         let stmt = conn
             .prepare_cached(&format!(
                 "WITH picked AS (
-                    SELECT x.seq FROM inbox x WHERE {CLAIMABLE}
-                    ORDER BY x.seq LIMIT $2 FOR UPDATE SKIP LOCKED)
-                 UPDATE inbox i SET claimed_by = $1 FROM picked WHERE i.seq = picked.seq
-                 RETURNING i.seq, i.source, i.key, i.event, i.received_at"
+                    SELECT x.{key} FROM {table} x WHERE {CLAIMABLE}
+                    ORDER BY x.{key} LIMIT $2 FOR UPDATE SKIP LOCKED)
+                 UPDATE {table} i SET claimed_by = $1 FROM picked WHERE i.{key} = picked.{key}
+                 RETURNING {returning}"
             ))
             .await
             .map_err(|e| self.db(e))?;
-        let rows = conn
-            .query(&stmt, &[&self.me.id, &to_i64(limit as u64)])
+        conn.query(&stmt, &[&self.me.id, &to_i64(limit as u64)])
             .await
-            .map_err(|e| self.db(e))?;
+            .map_err(|e| self.db(e))
+    }
+
+    pub(super) async fn pg_pending_incoming(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<Incoming>, StoreError> {
+        let rows = self
+            .claim_rows(
+                "inbox",
+                "seq",
+                "i.seq, i.source, i.key, i.event, i.received_at",
+                limit,
+            )
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let seq: i64 = r.get(0);
@@ -214,25 +233,9 @@ impl PgStore {
         &self,
         limit: usize,
     ) -> Result<Vec<CaseEvent>, StoreError> {
-        self.refuse_if_fenced()?;
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let conn = self.conn().await?;
-        let stmt = conn
-            .prepare_cached(&format!(
-                "WITH picked AS (
-                    SELECT x.id FROM case_events x WHERE {CLAIMABLE}
-                    ORDER BY x.id LIMIT $2 FOR UPDATE SKIP LOCKED)
-                 UPDATE case_events e SET claimed_by = $1 FROM picked WHERE e.id = picked.id
-                 RETURNING e.id, e.event"
-            ))
-            .await
-            .map_err(|e| self.db(e))?;
-        let rows = conn
-            .query(&stmt, &[&self.me.id, &to_i64(limit as u64)])
-            .await
-            .map_err(|e| self.db(e))?;
+        let rows = self
+            .claim_rows("case_events", "id", "i.id, i.event", limit)
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let id: i64 = r.get(0);
