@@ -23,29 +23,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-const SECRET: &str = "bench-hook-secret";
+mod support;
+use support::{event, SECRET};
 const TOKEN: &str = "bench-api-token-0123456789";
-
-fn event(workload: &str, i: usize, run: &str) -> Value {
-    let kind = if workload == "iam" {
-        "security.threat.detected"
-    } else {
-        "user.session.start"
-    };
-    let ip = format!("45.{}.{}.{}", 34 + (i >> 16) % 100, (i >> 8) & 255, i & 255);
-    json!({
-        "uuid": format!("{run}-{workload}-{i:08}"),
-        "published": "2026-11-27T08:09:30.000Z",
-        "eventType": kind,
-        "version": "0",
-        "severity": "WARN",
-        "displayMessage": "Request from suspicious actor",
-        "actor": {"id": ip, "type": "IP address", "alternateId": "unknown", "displayName": "unknown"},
-        "client": {"ipAddress": ip, "zone": "null", "device": "Unknown"},
-        "outcome": {"result": if workload == "iam" { "DENY" } else { "SUCCESS" }, "reason": "Password Spray"},
-        "target": null
-    })
-}
 
 struct Server {
     child: Child,

@@ -19,30 +19,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-const SECRET: &str = "bench-hook-secret";
-
-fn event(workload: &str, i: usize, run: &str) -> Value {
-    let kind = if workload == "iam" {
-        "security.threat.detected"
-    } else {
-        "user.session.start"
-    };
-    let ip = format!("45.{}.{}.{}", 34 + (i >> 16) % 100, (i >> 8) & 255, i & 255);
-    json!({
-        "uuid": format!("{run}-{workload}-{i:08}"),
-        "published": "2026-11-27T08:09:30.000Z",
-        "eventType": kind,
-        "version": "0",
-        "severity": "WARN",
-        "displayMessage": "Request from suspicious actor",
-        "actor": {"id": ip, "type": "IP address", "alternateId": "unknown", "displayName": "unknown"},
-        "client": {"ipAddress": ip, "zone": "null", "device": "Unknown"},
-        "outcome": {"result": if workload == "iam" { "DENY" } else { "SUCCESS" }, "reason": "Password Spray"},
-        "target": null
-    })
-}
+mod support;
+use support::{event, SECRET};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
