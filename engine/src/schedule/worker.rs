@@ -205,8 +205,8 @@ impl Engine {
     /// then on the reports come from [`Engine::subscribe`], and the store is read again only
     /// for a run that finished before this call subscribed, or when the subscription lagged.
     /// (Re-reading every run with its journal whenever the worker made progress cost more
-    /// than the runs themselves with many callers waiting.) Every [`STORE_RECHECK`] the
-    /// store is asked again, for runs another process finished.
+    /// than the runs themselves with many callers waiting.) On a store other processes share,
+    /// it is asked again every [`STORE_RECHECK`], for runs another process finished.
     pub async fn wait_for(
         &self,
         seq: u64,
@@ -215,6 +215,9 @@ impl Engine {
         let store = self.store_required()?;
         let deadline = deadline_after(timeout);
         let mut finished = self.subscribe();
+        // Only a store other processes write (PostgreSQL) can finish this entry's runs
+        // elsewhere; the others report every run on `finished`.
+        let shared_store = store.wake_signal().is_some();
         // This entry's runs, once the worker took it; and those seen finished so far.
         let mut runs: Option<Vec<String>> = None;
         let mut done: Vec<RunReport> = Vec::new();
@@ -267,13 +270,14 @@ impl Engine {
             }
             let waiting_for_worker = runs.is_none();
             let recheck_at = Instant::now() + STORE_RECHECK;
+            let recheck = shared_store && !waiting_for_worker;
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => return Ok(None),
                     _ = &mut progressed, if waiting_for_worker => break,
                     // Another process sharing the store (PostgreSQL) may run this entry's
                     // runs; their reports never reach this process's subscription.
-                    _ = tokio::time::sleep_until(recheck_at), if !waiting_for_worker => {
+                    _ = tokio::time::sleep_until(recheck_at), if recheck => {
                         check_store = true;
                         break;
                     }
