@@ -795,12 +795,29 @@ async fn metrics_are_prometheus_text() {
         "caseflow_notifications_pending",
         "caseflow_notification_deliveries",
         "caseflow_okta_poll_errors_total",
+        "caseflow_store_commits_total",
+        "caseflow_store_flushes_total",
+        "caseflow_store_flush_seconds_total",
     ] {
         assert!(
             scrape.samples.iter().any(|s| s.metric == name),
             "{name} missing in:\n{text}"
         );
     }
+    // The chain committed and (strict durability) flushed; flushes are shared, so there
+    // are no more of them than commits.
+    let commits = sample_value(&text, "caseflow_store_commits_total", &[]).unwrap_or(0.0);
+    let flushes = sample_value(&text, "caseflow_store_flushes_total", &[]).unwrap_or(0.0);
+    assert!(commits >= 3.0, "commits {commits}");
+    assert!(
+        flushes >= 1.0 && flushes <= commits,
+        "flushes {flushes}, commits {commits}"
+    );
+    let later = metrics(&c, &s).await;
+    assert!(
+        sample_value(&later, "caseflow_store_commits_total", &[]).unwrap_or(0.0) >= commits,
+        "a counter went down"
+    );
     // The case is critical (VIP, malicious) and in progress.
     assert_eq!(
         sample_value(&text, "caseflow_open_cases", &[("severity", "critical")]),

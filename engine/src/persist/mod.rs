@@ -122,7 +122,7 @@ pub use postgres::{PgOptions, PgStore};
 pub use runs::{
     InboxEntry, RunFilter, RunInputRecord, RunOrigin, RunRecord, RunState, RunSummary, Runs,
 };
-pub use sled_store::{SledStore, StoreStats};
+pub use sled_store::SledStore;
 
 /// Why a store operation failed. Validation errors change nothing.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -431,6 +431,23 @@ pub trait CaseWrite: Send + Sync {
     /// [`Durability::Strict`] (sharing the flush with concurrent writers); returns at once
     /// when it is [`Durability::Relaxed`].
     async fn sync(&self) -> Result<(), StoreError>;
+
+    /// Commits and flushes since the store was opened, for `/metrics` and benchmarks;
+    /// `None` for stores that do not count them.
+    fn write_stats(&self) -> Option<StoreStats> {
+        None
+    }
+}
+
+/// What a store wrote since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Flushes to disk (group commit: under load, far fewer than commits).
+    pub flushes: u64,
+    /// Time spent in those flushes, in microseconds.
+    pub flush_micros: u64,
 }
 
 /// One playbook started for one case event.

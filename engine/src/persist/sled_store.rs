@@ -22,7 +22,7 @@ use super::runs::{InboxEntry, RunFilter, RunOrigin, RunRecord, RunSummary, Runs}
 use super::witness::{self, Counters};
 use super::{
     inbox_ops, run_ops, CaseQuery, CaseRead, CaseWrite, Delivery, Durability, Inbox, StoreError,
-    StoreOptions, WriteMeta, WriteOutcome,
+    StoreOptions, StoreStats, WriteMeta, WriteOutcome,
 };
 use crate::cases::{Case, CaseChange, CaseEvent, CaseId, NewCase, Timestamp};
 use crate::notify::{Delivery as NotifyDelivery, Notification, Pending};
@@ -165,17 +165,6 @@ impl SledKv {
             Err(TransactionError::Abort(())) => Err(backend(&self.path, "transaction aborted")),
         }
     }
-}
-
-/// What a store did since it was opened: for tests, metrics and benchmarks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StoreStats {
-    /// Transactions committed.
-    pub commits: u64,
-    /// Flushes to disk (group commit: under load, far fewer than commits).
-    pub flushes: u64,
-    /// Time spent in those flushes, in microseconds.
-    pub flush_micros: u64,
 }
 
 /// Whether a write waits for the disk.
@@ -467,6 +456,10 @@ impl CaseWrite for SledStore {
 
     async fn flush(&self) -> Result<(), StoreError> {
         self.durable(self.group.current()).await
+    }
+
+    fn write_stats(&self) -> Option<StoreStats> {
+        Some(self.stats())
     }
 
     async fn sync(&self) -> Result<(), StoreError> {

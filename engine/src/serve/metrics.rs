@@ -12,11 +12,15 @@
 //! | `caseflow_notifications_pending` | gauge | | (notification, network channel) pairs not yet delivered or rejected |
 //! | `caseflow_notification_deliveries` | gauge | `status` (`delivered`, `failed`, `rejected`) | latest delivery state per (notification, channel) |
 //! | `caseflow_okta_poll_errors_total` | counter | | System Log polls that failed |
+//! | `caseflow_store_commits_total` | counter | | store transactions committed (sled) |
+//! | `caseflow_store_flushes_total` | counter | | flushes to disk (sled; concurrent writers share one, so far fewer than commits under load) |
+//! | `caseflow_store_flush_seconds_total` | counter | | time spent in those flushes |
 //!
 //! Counters are kept in memory since the process started (Prometheus handles resets);
-//! gauges are read from the store and the outbox at scrape time.
+//! gauges, and the store's counters, are read from the store and the outbox at scrape time.
 
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -34,7 +38,7 @@ use super::app::AppState;
 use super::error::ApiError;
 use crate::cases::{CaseState, Severity};
 use crate::notify::{DeliveryStatus, Outbox, LOCAL_CHANNELS};
-use crate::persist::CaseQuery;
+use crate::persist::{CaseQuery, StoreStats};
 use crate::report::RunReport;
 
 type Labels = Vec<(String, String)>;
@@ -69,6 +73,12 @@ pub struct Metrics {
     notifications_pending: Gauge,
     notification_deliveries: Family<Labels, Gauge>,
     poll_errors: Counter,
+    store_commits: Counter,
+    store_flushes: Counter,
+    store_flush_seconds: Counter<f64, AtomicU64>,
+    /// Held while the store counters catch up, so two scrapes cannot both add the same
+    /// difference.
+    store_catch_up: Arc<Mutex<()>>,
 }
 
 impl Default for Metrics {
@@ -91,6 +101,10 @@ impl Metrics {
             notifications_pending: Gauge::default(),
             notification_deliveries: Family::default(),
             poll_errors: Counter::default(),
+            store_commits: Counter::default(),
+            store_flushes: Counter::default(),
+            store_flush_seconds: Counter::default(),
+            store_catch_up: Arc::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -142,6 +156,21 @@ impl Metrics {
             "caseflow_okta_poll_errors",
             "System Log polls that failed",
             m.poll_errors.clone(),
+        );
+        registry.register(
+            "caseflow_store_commits",
+            "Store transactions committed",
+            m.store_commits.clone(),
+        );
+        registry.register(
+            "caseflow_store_flushes",
+            "Store flushes to disk; concurrent writers share one",
+            m.store_flushes.clone(),
+        );
+        registry.register(
+            "caseflow_store_flush_seconds",
+            "Time spent in store flushes",
+            m.store_flush_seconds.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -209,6 +238,9 @@ impl Metrics {
                 .get_or_create(&labels(&[("severity", sev.as_str())]))
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+        if let Some(stats) = store.write_stats() {
+            self.read_store_stats(stats);
+        }
         if let Some(outbox) = state.engine.services().get::<Outbox>() {
             self.read_outbox(&outbox).await;
         }
@@ -216,6 +248,23 @@ impl Metrics {
         prometheus_text::encode(&mut text, &self.registry)
             .map_err(|e| ApiError::internal("could not encode the metrics", e))?;
         Ok(text)
+    }
+
+    /// The store counts since it was opened; the counters follow (they only grow).
+    fn read_store_stats(&self, stats: StoreStats) {
+        let _one_at_a_time = self
+            .store_catch_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.store_commits
+            .inc_by(stats.commits.saturating_sub(self.store_commits.get()));
+        self.store_flushes
+            .inc_by(stats.flushes.saturating_sub(self.store_flushes.get()));
+        let seconds = stats.flush_micros as f64 / 1e6;
+        let seen = self.store_flush_seconds.get();
+        if seconds > seen {
+            self.store_flush_seconds.inc_by(seconds - seen);
+        }
     }
 
     async fn read_outbox(&self, outbox: &Outbox) {
