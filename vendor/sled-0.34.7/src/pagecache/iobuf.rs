@@ -728,33 +728,12 @@ impl IoBufs {
         {
             let f = &self.config.file;
             pwrite_all(f, data, log_offset)?;
-            if !self.config.temporary {
-                #[cfg(target_os = "linux")]
-                {
-                    use std::os::unix::io::AsRawFd;
-                    let ret = unsafe {
-                        libc::sync_file_range(
-                            f.as_raw_fd(),
-                            i64::try_from(log_offset).unwrap(),
-                            i64::try_from(total_len).unwrap(),
-                            libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                                | libc::SYNC_FILE_RANGE_WRITE
-                                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                        )
-                    };
-                    if ret < 0 {
-                        let err = std::io::Error::last_os_error();
-                        if let Some(libc::ENOSYS) = err.raw_os_error() {
-                            f.sync_all()?;
-                        } else {
-                            return Err(err.into());
-                        }
-                    }
-                }
-
-                #[cfg(not(target_os = "linux"))]
-                f.sync_all()?;
-            }
+            // Caseflow: no `sync_file_range` (or `sync_all`) per buffer. Every sled
+            // transaction seals one or two log buffers (`PageCache::pin_log`), and syncing
+            // each made every commit a synchronous disk write on the IO pool. Durability
+            // comes from one `sync_data` where it is needed: `Log::flush` (every explicit
+            // or periodic flush), before a freed segment is written over
+            // (`SegmentAccountant::next`) and before a snapshot (`write_snapshot`).
         }
         io_fail!(self, "buffer write post");
 

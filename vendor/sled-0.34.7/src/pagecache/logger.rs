@@ -34,7 +34,13 @@ impl Log {
     /// Flushes any pending IO buffers to disk to ensure durability.
     /// Returns the number of bytes written during this call.
     pub fn flush(&self) -> Result<usize> {
-        iobuf::flush(&self.iobufs)
+        let written = iobuf::flush(&self.iobufs)?;
+        // Caseflow: log buffers are written without a sync of their own
+        // (`IoBufs::write_to_log`); one `sync_data` makes everything written so far durable.
+        if !self.config.temporary {
+            self.config.file.sync_data()?;
+        }
+        Ok(written)
     }
 
     /// Return an iterator over the log, starting with

@@ -1016,6 +1016,12 @@ impl SegmentAccountant {
         let safe = self.free.iter().next().copied();
 
         let lid = if let Some(next) = safe {
+            // Caseflow: the writes that freed this segment (relocating its last live
+            // pages) may not be synced yet (`IoBufs::write_to_log` does not sync); make them
+            // durable before the segment's old contents are written over.
+            if !self.config.temporary {
+                self.config.file.sync_data()?;
+            }
             self.free.remove(&next);
             next
         } else {

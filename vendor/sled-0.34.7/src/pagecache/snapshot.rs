@@ -512,6 +512,12 @@ fn read_snapshot(config: &RunningConfig) -> Result<Option<Snapshot>> {
 fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
     trace!("writing snapshot {:?}", snapshot);
 
+    // Caseflow: the snapshot points into the log up to its stable LSN, whose buffers were
+    // written without a sync of their own (`IoBufs::write_to_log`): sync them first.
+    if !config.temporary {
+        config.file.sync_data()?;
+    }
+
     let raw_bytes = snapshot.serialize();
     let decompressed_len = raw_bytes.len();
 
