@@ -1181,3 +1181,29 @@ async fn the_outbox_retry_runs_while_serving() {
         .collect();
     assert_eq!(keys.len(), 2, "the retry carries the same Idempotency-Key");
 }
+
+/// `?wait=true` stores the event without a flush of its own (the run's flushes cover it),
+/// so the answer must wait for one: here no playbook takes the event, and the 200 comes
+/// only after a flush.
+#[tokio::test]
+async fn a_waiting_sender_is_answered_once_the_event_is_on_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = start(tmp.path(), &config(""));
+    let c = client();
+    let flushes = |text: &str| sample_value(text, "caseflow_store_flushes_total", &[]).unwrap();
+    let before = flushes(&metrics(&c, &s).await);
+    let r = c
+        .post(s.url("/events/okta?wait=true"))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"uuid": "no-playbook-takes-this", "eventType": "system.import.done"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["events"][0]["runs"], json!([]), "{body}");
+    assert!(
+        flushes(&metrics(&c, &s).await) > before,
+        "answered before a flush"
+    );
+}

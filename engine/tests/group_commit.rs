@@ -128,3 +128,37 @@ async fn relaxed_durability_acknowledges_without_flushing() {
         "relaxed: no flush before the ack"
     );
 }
+
+/// `ingest_unsynced` (the synchronous `?wait=true` path) commits without a flush; the
+/// `sync` the caller makes before it answers is the flush, and what it acknowledged is
+/// there after a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsynced_ingest_waits_for_the_callers_sync() {
+    use engine::persist::CaseWrite;
+    let dir = tempfile::tempdir().unwrap();
+    let seq;
+    {
+        let store = Arc::new(open(dir.path(), Durability::Strict));
+        let e = engine_on(store.clone());
+        let before = store.stats();
+        let got = e
+            .ingest_unsynced("okta", vec![json!({"uuid": "w-1"})])
+            .await
+            .unwrap();
+        seq = got[0].seq.unwrap();
+        let after = store.stats();
+        assert_eq!(after.commits, before.commits + 1);
+        assert_eq!(after.flushes, before.flushes, "no flush of its own");
+        store.sync().await.unwrap();
+        assert_eq!(store.stats().flushes, before.flushes + 1);
+        // The synced path flushes before it returns.
+        e.ingest("okta", vec![json!({"uuid": "w-2"})])
+            .await
+            .unwrap();
+        assert_eq!(store.stats().flushes, before.flushes + 2);
+    }
+    let store = open(dir.path(), Durability::Strict);
+    let pending = store.pending_incoming(10).await.unwrap();
+    assert!(pending.iter().any(|p| p.seq == seq), "{pending:?}");
+    assert_eq!(pending.len(), 2);
+}

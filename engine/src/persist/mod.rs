@@ -489,6 +489,19 @@ pub trait Inbox: Send + Sync {
     async fn enqueue_incoming(&self, events: Vec<NewIncoming>)
         -> Result<Vec<Enqueued>, StoreError>;
 
+    /// As [`Inbox::enqueue_incoming`], but the events may not be on disk when it returns:
+    /// for a caller that acknowledges them only later, after [`CaseWrite::sync`] (the
+    /// synchronous `POST /events/<source>?wait=true`, which answers when the runs are
+    /// done). Whatever the run does with outside effects waits for its journal's flush,
+    /// which covers the events too. Stores that are durable at every commit need not
+    /// override it.
+    async fn enqueue_incoming_unsynced(
+        &self,
+        events: Vec<NewIncoming>,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        self.enqueue_incoming(events).await
+    }
+
     /// Queued incoming events, oldest first, at most `limit`.
     async fn pending_incoming(&self, limit: usize) -> Result<Vec<Incoming>, StoreError>;
 

@@ -211,6 +211,8 @@ pub struct SledStore {
     group: GroupCommit,
     /// Concurrent `enqueue_incoming` calls, written together.
     ingest: Combiner<Vec<NewIncoming>, Vec<Enqueued>>,
+    /// The same for `enqueue_incoming_unsynced`, which does not wait for the disk.
+    ingest_unsynced: Combiner<Vec<NewIncoming>, Vec<Enqueued>>,
     /// When the witness file was last written.
     witnessed: Mutex<Instant>,
 }
@@ -306,6 +308,7 @@ impl SledStore {
             write_lock: Mutex::new(()),
             group: GroupCommit::default(),
             ingest: Combiner::default(),
+            ingest_unsynced: Combiner::default(),
             witnessed: Mutex::new(Instant::now()),
         })
     }
@@ -383,6 +386,33 @@ impl SledStore {
                     }
                 }
                 Ok(())
+            })
+            .await
+    }
+
+    /// Queues incoming events. Concurrent callers of one combiner share one transaction and
+    /// (with `Flush::Policy`) one flush; see `combine`.
+    async fn enqueue(
+        &self,
+        combiner: &Combiner<Vec<NewIncoming>, Vec<Enqueued>>,
+        flush: Flush,
+        events: Vec<NewIncoming>,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        combiner
+            .submit(events, |batch: Vec<Vec<NewIncoming>>| async move {
+                let lens: Vec<usize> = batch.iter().map(Vec::len).collect();
+                let flat: Vec<NewIncoming> = batch.into_iter().flatten().collect();
+                let out = self
+                    .write(flush, |kv| inbox_ops::plan_enqueue(kv, &flat))
+                    .await?;
+                let mut out = out.into_iter();
+                Ok(lens
+                    .iter()
+                    .map(|n| out.by_ref().take(*n).collect())
+                    .collect())
             })
             .await
     }
@@ -510,23 +540,14 @@ impl Inbox for SledStore {
         &self,
         events: Vec<NewIncoming>,
     ) -> Result<Vec<Enqueued>, StoreError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        // Concurrent callers share one transaction and one flush (see `combine`).
-        self.ingest
-            .submit(events, |batch: Vec<Vec<NewIncoming>>| async move {
-                let lens: Vec<usize> = batch.iter().map(Vec::len).collect();
-                let flat: Vec<NewIncoming> = batch.into_iter().flatten().collect();
-                let out = self
-                    .write(Flush::Policy, |kv| inbox_ops::plan_enqueue(kv, &flat))
-                    .await?;
-                let mut out = out.into_iter();
-                Ok(lens
-                    .iter()
-                    .map(|n| out.by_ref().take(*n).collect())
-                    .collect())
-            })
+        self.enqueue(&self.ingest, Flush::Policy, events).await
+    }
+
+    async fn enqueue_incoming_unsynced(
+        &self,
+        events: Vec<NewIncoming>,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        self.enqueue(&self.ingest_unsynced, Flush::Never, events)
             .await
     }
 

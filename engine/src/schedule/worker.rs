@@ -153,6 +153,29 @@ impl Engine {
         source: &str,
         events: Vec<Value>,
     ) -> Result<Vec<Ingested>, crate::Error> {
+        self.ingest_with(source, events, true).await
+    }
+
+    /// As [`Engine::ingest`], but the events may not be on disk when it returns: for a
+    /// caller that acknowledges them only after [`crate::persist::CaseWrite::sync`], such as
+    /// the synchronous `POST /events/<source>?wait=true`, which answers once the runs are
+    /// done. A run's steps with outside effects still start only after its journal's flush,
+    /// which covers the events; a run's end is flushed too, so under strict durability the
+    /// final `sync` usually finds nothing left to write.
+    pub async fn ingest_unsynced(
+        &self,
+        source: &str,
+        events: Vec<Value>,
+    ) -> Result<Vec<Ingested>, crate::Error> {
+        self.ingest_with(source, events, false).await
+    }
+
+    async fn ingest_with(
+        &self,
+        source: &str,
+        events: Vec<Value>,
+        synced: bool,
+    ) -> Result<Vec<Ingested>, crate::Error> {
         let store = self.store_required()?;
         if source.trim().is_empty() {
             return Err(crate::Error::Event("the event source is empty".into()));
@@ -174,7 +197,14 @@ impl Engine {
             .collect();
         let keys: Vec<Option<String>> = items.iter().map(|i| i.key.clone()).collect();
         let span = tracing::debug_span!("ingest", %source, events = items.len());
-        let queued = store.enqueue_incoming(items).instrument(span).await?;
+        let queued = if synced {
+            store.enqueue_incoming(items).instrument(span).await?
+        } else {
+            store
+                .enqueue_incoming_unsynced(items)
+                .instrument(span)
+                .await?
+        };
         let out: Vec<Ingested> = keys
             .into_iter()
             .zip(queued)
