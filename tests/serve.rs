@@ -1207,3 +1207,52 @@ async fn a_waiting_sender_is_answered_once_the_event_is_on_disk() {
         "answered before a flush"
     );
 }
+
+/// A client that trickles its headers ("slowloris") is cut off after
+/// `server.header_timeout`, however steadily it trickles; other clients are served meanwhile.
+#[tokio::test]
+async fn a_client_that_trickles_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config("").replace(
+        "  wait_timeout: 20s\n",
+        "  wait_timeout: 20s\n  header_timeout: 1s\n",
+    );
+    let s = start(tmp.path(), &cfg);
+    let addr = s.url("").trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let started = Instant::now();
+    // One header byte every 100 ms, for up to 10 s: never a whole request.
+    let trickle = tokio::spawn(async move {
+        wr.write_all(b"POST /hooks/okta HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if wr.write_all(b"a").await.is_err() {
+                return;
+            }
+        }
+    });
+    let c = client();
+    let r = c.get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "another client is served meanwhile");
+    let closed = tokio::time::timeout(Duration::from_secs(8), async {
+        let mut buf = [0u8; 1024];
+        // A 408 may come first; then the end of the stream.
+        while let Ok(n) = rd.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection is still open after 8 s");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "closed after {took:?}"
+    );
+    trickle.abort();
+}

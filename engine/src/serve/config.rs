@@ -14,6 +14,8 @@ use super::ServeError;
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// Default and longest wait of `POST /events/{source}?wait=true`.
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a client has to send a request's headers (`server.header_timeout`).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Okta's default System Log filter: the event types Okta cannot deliver by hook.
 pub const DEFAULT_POLL_FILTER: &str =
     "eventType eq \"security.threat.detected\" or eventType eq \"policy.evaluate_sign_on\"";
@@ -31,6 +33,9 @@ pub struct ServeConfig {
     pub wait_timeout: Duration,
     /// `server.shutdown_grace`: how long in-flight requests may take after SIGTERM.
     pub shutdown_grace: Duration,
+    /// `server.header_timeout`: how long a client may take to send a request's headers
+    /// (a connection that trickles them, "slowloris", is closed).
+    pub header_timeout: Duration,
     /// `okta.poll`, when present.
     pub poll: Option<PollConfig>,
     /// `server.sources.<name>`: per-source settings of `POST /events/{source}`.
@@ -66,6 +71,7 @@ impl Default for ServeConfig {
             body_limit: DEFAULT_BODY_LIMIT,
             wait_timeout: DEFAULT_WAIT_TIMEOUT,
             shutdown_grace: Duration::from_secs(10),
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
             poll: None,
             sources: BTreeMap::new(),
         }
@@ -167,12 +173,19 @@ impl ServeConfig {
                 "`server.wait_timeout` must be more than 0s".into(),
             ));
         }
+        let header_timeout = duration(config, "server.header_timeout", DEFAULT_HEADER_TIMEOUT)?;
+        if header_timeout.is_zero() {
+            return Err(ServeError::Config(
+                "`server.header_timeout` must be more than 0s".into(),
+            ));
+        }
         Ok(ServeConfig {
             api_token: secret(config, "server.api_token")?,
             hook_secret: secret(config, "okta.hook_secret")?,
             body_limit: size(config, "server.body_limit", DEFAULT_BODY_LIMIT)?,
             wait_timeout,
             shutdown_grace: duration(config, "server.shutdown_grace", Duration::from_secs(10))?,
+            header_timeout,
             poll: PollConfig::from_config(config)?,
             sources: sources(config)?,
         })
@@ -300,6 +313,19 @@ mod tests {
         let c = ServeConfig::from_config(&json!({"server": {"body_limit": 2048}})).unwrap();
         assert_eq!(c.body_limit, 2048);
         assert!(ServeConfig::from_config(&json!({"server": {"body_limit": "lots"}})).is_err());
+    }
+
+    #[test]
+    fn header_timeout_defaults_to_10s_and_must_be_positive() {
+        let c = ServeConfig::from_config(&json!({})).unwrap();
+        assert_eq!(c.header_timeout, DEFAULT_HEADER_TIMEOUT);
+        let c = ServeConfig::from_config(&json!({"server": {"header_timeout": "2s"}})).unwrap();
+        assert_eq!(c.header_timeout, Duration::from_secs(2));
+        let e = ServeConfig::from_config(&json!({"server": {"header_timeout": "0s"}}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("header_timeout"), "{e}");
+        assert!(ServeConfig::from_config(&json!({"server": {"header_timeout": "soon"}})).is_err());
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod http;
 pub mod metrics;
 pub mod okta_hook;
 pub mod okta_poll;
@@ -157,9 +158,8 @@ impl Server {
         let router = app::router(state.clone());
         tracing::info!(%addr, "serving");
         let http_stop = stop.clone();
-        let server = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { http_stop.cancelled().await });
-        let mut served = tokio::spawn(async move { server.await });
+        let header_timeout = state.config.header_timeout;
+        let mut served = tokio::spawn(http::serve(listener, router, header_timeout, http_stop));
         let mut http_failed = None;
         let mut served_done = false;
         let mut worker_done = None;
@@ -167,12 +167,11 @@ impl Server {
             _ = stop.cancelled() => {}
             r = &mut served => {
                 served_done = true;
-                // The server ends by itself only when accepting fails for good (after a
-                // signal it may finish before this select sees the cancelled token).
+                // The server ends by itself only if its task fails (after a signal it may
+                // finish before this select sees the cancelled token).
                 if !stop.is_cancelled() {
                     let why = match r {
-                        Ok(Ok(())) => "stopped".to_string(),
-                        Ok(Err(e)) => e.to_string(),
+                        Ok(()) => "stopped".to_string(),
                         Err(e) => e.to_string(),
                     };
                     tracing::error!(error = %why, "the http server stopped unexpectedly; shutting down");
@@ -194,8 +193,7 @@ impl Server {
         tracing::info!("shutting down: no new connections");
         if !served_done {
             match tokio::time::timeout(grace, &mut served).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => tracing::error!(error = %e, "http server failed"),
+                Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "http server task failed"),
                 Err(_) => {
                     tracing::warn!(
