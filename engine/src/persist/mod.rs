@@ -442,7 +442,7 @@ pub trait CaseWrite: Send + Sync {
 /// What a store wrote since it was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
-    /// Transactions committed.
+    /// Writes committed (a transaction, or a single key).
     pub commits: u64,
     /// Flushes to disk (group commit: under load, far fewer than commits).
     pub flushes: u64,

@@ -12,7 +12,7 @@
 //! | `caseflow_notifications_pending` | gauge | | (notification, network channel) pairs not yet delivered or rejected |
 //! | `caseflow_notification_deliveries` | gauge | `status` (`delivered`, `failed`, `rejected`) | latest delivery state per (notification, channel) |
 //! | `caseflow_okta_poll_errors_total` | counter | | System Log polls that failed |
-//! | `caseflow_store_commits_total` | counter | | store transactions committed (sled) |
+//! | `caseflow_store_commits_total` | counter | | store writes committed, each a transaction or a single key (sled) |
 //! | `caseflow_store_flushes_total` | counter | | flushes to disk (sled; concurrent writers share one, so far fewer than commits under load) |
 //! | `caseflow_store_flush_seconds_total` | counter | | time spent in those flushes |
 //!
@@ -159,7 +159,7 @@ impl Metrics {
         );
         registry.register(
             "caseflow_store_commits",
-            "Store transactions committed",
+            "Store writes committed (a transaction or a single key)",
             m.store_commits.clone(),
         );
         registry.register(
