@@ -133,6 +133,15 @@ pub fn duration(v: &Value, path: &str, default: Duration) -> Result<Duration, Se
     }
 }
 
+/// A duration as [`duration`] reads it, refused when it is zero.
+fn positive_duration(v: &Value, path: &str, default: Duration) -> Result<Duration, ServeError> {
+    let d = duration(v, path, default)?;
+    if d.is_zero() {
+        return Err(ServeError::Config(format!("`{path}` must be more than 0s")));
+    }
+    Ok(d)
+}
+
 /// A size in bytes: an integer, or a string with `B`, `KiB`, `MiB` (or `KB`, `MB`).
 fn size(v: &Value, path: &str, default: usize) -> Result<usize, ServeError> {
     let bad = |s: &str| {
@@ -167,25 +176,17 @@ fn size(v: &Value, path: &str, default: usize) -> Result<usize, ServeError> {
 impl ServeConfig {
     /// Read and check the server's keys of a config file (as JSON).
     pub fn from_config(config: &Value) -> Result<Self, ServeError> {
-        let wait_timeout = duration(config, "server.wait_timeout", DEFAULT_WAIT_TIMEOUT)?;
-        if wait_timeout.is_zero() {
-            return Err(ServeError::Config(
-                "`server.wait_timeout` must be more than 0s".into(),
-            ));
-        }
-        let header_timeout = duration(config, "server.header_timeout", DEFAULT_HEADER_TIMEOUT)?;
-        if header_timeout.is_zero() {
-            return Err(ServeError::Config(
-                "`server.header_timeout` must be more than 0s".into(),
-            ));
-        }
         Ok(ServeConfig {
             api_token: secret(config, "server.api_token")?,
             hook_secret: secret(config, "okta.hook_secret")?,
             body_limit: size(config, "server.body_limit", DEFAULT_BODY_LIMIT)?,
-            wait_timeout,
+            wait_timeout: positive_duration(config, "server.wait_timeout", DEFAULT_WAIT_TIMEOUT)?,
             shutdown_grace: duration(config, "server.shutdown_grace", Duration::from_secs(10))?,
-            header_timeout,
+            header_timeout: positive_duration(
+                config,
+                "server.header_timeout",
+                DEFAULT_HEADER_TIMEOUT,
+            )?,
             poll: PollConfig::from_config(config)?,
             sources: sources(config)?,
         })

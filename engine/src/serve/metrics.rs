@@ -78,7 +78,7 @@ pub struct Metrics {
     store_flush_seconds: Counter<f64, AtomicU64>,
     /// Held while the store counters catch up, so two scrapes cannot both add the same
     /// difference.
-    store_catch_up: Arc<Mutex<()>>,
+    store_catch_up: Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -104,7 +104,7 @@ impl Metrics {
             store_commits: Counter::default(),
             store_flushes: Counter::default(),
             store_flush_seconds: Counter::default(),
-            store_catch_up: Arc::default(),
+            store_catch_up: Mutex::default(),
             registry: Registry::default(),
         };
         registry.register(
