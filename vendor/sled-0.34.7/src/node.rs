@@ -38,6 +38,25 @@ impl Node {
         }
     }
 
+    // Caseflow: what the node takes in memory beyond the bytes of its keys and values: the
+    // struct, and an `IVec` slot (or a pointer) for every entry its vectors have room for.
+    // The page cache counted a node by its size in the log alone, which for short keys and
+    // values is a fraction of what it holds in memory: with `cache_capacity` at 64 MiB a
+    // store of 1M cases kept ~400 MB of nodes. O(1), as it is asked on every cache hit.
+    pub(crate) fn slots_size(&self) -> u64 {
+        let slots = match &self.data {
+            Data::Index(index) => {
+                index.keys.capacity() * std::mem::size_of::<IVec>()
+                    + index.pointers.capacity() * std::mem::size_of::<PageId>()
+            }
+            Data::Leaf(leaf) => {
+                (leaf.keys.capacity() + leaf.values.capacity())
+                    * std::mem::size_of::<IVec>()
+            }
+        };
+        (std::mem::size_of::<Node>() + slots) as u64
+    }
+
     pub(crate) fn rss(&self) -> u64 {
         std::mem::size_of::<Node>() as u64
             + self.lo.len() as u64

@@ -485,6 +485,15 @@ impl Page {
         self.cache_infos.last().map(|ci| ci.lsn).unwrap()
     }
 
+    // Caseflow: the size the cache's LRU counts for this page: its size in the log as
+    // before, plus, for a node in memory, what its slots take there (`Node::slots_size`).
+    pub(crate) fn cache_size(&self) -> u64 {
+        match self.update.as_deref() {
+            Some(Update::Node(node)) => self.log_size() + node.slots_size(),
+            _ => self.log_size(),
+        }
+    }
+
     pub(crate) fn log_size(&self) -> u64 {
         self.cache_infos.iter().map(|ci| ci.log_size).sum()
     }
@@ -660,7 +669,7 @@ impl PageCache {
         };
 
         // now we read it back in
-        pc.load_snapshot(&snapshot)?;
+        pc.load_snapshot(snapshot)?;
 
         #[cfg(feature = "testing")]
         {
@@ -1110,7 +1119,7 @@ impl PageCache {
 
                     // possibly evict an item now that our cache has grown
                     let total_page_size =
-                        unsafe { new_shared.deref().log_size() };
+                        unsafe { new_shared.deref().cache_size() };
                     let to_evict =
                         self.lru.accessed(pid, total_page_size, guard);
                     trace!(
@@ -1306,7 +1315,7 @@ impl PageCache {
 
                     // possibly evict an item now that our cache has grown
                     let total_page_size =
-                        unsafe { new_shared.deref().log_size() };
+                        unsafe { new_shared.deref().cache_size() };
                     let to_evict =
                         self.lru.accessed(pid, total_page_size, guard);
                     trace!(
@@ -1543,7 +1552,7 @@ impl PageCache {
 
                     // possibly evict an item now that our cache has grown
                     let total_page_size =
-                        unsafe { new_shared.deref().log_size() };
+                        unsafe { new_shared.deref().cache_size() };
                     let to_evict =
                         self.lru.accessed(pid, total_page_size, guard);
                     trace!(
@@ -1684,7 +1693,7 @@ impl PageCache {
 
             if page_view.update.is_some() {
                 // possibly evict an item now that our cache has grown
-                let total_page_size = page_view.log_size();
+                let total_page_size = page_view.cache_size();
                 let to_evict = self.lru.accessed(pid, total_page_size, guard);
                 trace!(
                     "accessed pid {} -> paging out pids {:?}",
@@ -1759,7 +1768,7 @@ impl PageCache {
             }
 
             // possibly evict an item now that our cache has grown
-            let total_page_size = unsafe { new_shared.deref().log_size() };
+            let total_page_size = unsafe { new_shared.deref().cache_size() };
             let to_evict = self.lru.accessed(pid, total_page_size, guard);
             trace!("accessed pid {} -> paging out pids {:?}", pid, to_evict);
             if !to_evict.is_empty() {
@@ -2057,32 +2066,26 @@ impl PageCache {
         }
     }
 
-    fn load_snapshot(&mut self, snapshot: &Snapshot) -> Result<()> {
+    // Caseflow: each page's `cache_infos` is allocated at its exact length, and the
+    // snapshot is consumed (each page's fragment list freed as it is read). Before, every
+    // `cache_infos` grew by `push` to a capacity of four, 192 bytes for the one entry most
+    // pages have: 140 MB more than needed at 1M pages, for as long as the store is open.
+    // The page table built is the same.
+    fn load_snapshot(&mut self, snapshot: Snapshot) -> Result<()> {
         let next_pid_to_allocate = snapshot.pt.len() as PageId;
 
         self.next_pid_to_allocate = Mutex::new(next_pid_to_allocate);
 
         debug!("load_snapshot loading pages from 0..{}", next_pid_to_allocate);
-        for pid in 0..next_pid_to_allocate {
-            let state = if let Some(state) =
-                snapshot.pt.get(usize::try_from(pid).unwrap())
-            {
-                state
-            } else {
-                panic!(
-                    "load_snapshot pid {} not found, despite being below the max pid {}",
-                    pid, next_pid_to_allocate
-                );
-            };
-
+        for (pid, state) in (0..next_pid_to_allocate).zip(snapshot.pt) {
             trace!("load_snapshot pid {} {:?}", pid, state);
-
-            let mut cache_infos = Vec::default();
 
             let guard = pin();
 
-            match *state {
-                PageState::Present { base, ref frags } => {
+            let is_free = state.is_free();
+            let cache_infos = match state {
+                PageState::Present { base, frags } => {
+                    let mut cache_infos = Vec::with_capacity(1 + frags.len());
                     cache_infos.push(CacheInfo {
                         lsn: base.0,
                         pointer: base.1,
@@ -2090,30 +2093,28 @@ impl PageCache {
                         ts: 0,
                     });
                     for (lsn, pointer, sz) in frags {
-                        let cache_info = CacheInfo {
-                            lsn: *lsn,
-                            pointer: *pointer,
-                            log_size: *sz,
+                        cache_infos.push(CacheInfo {
+                            lsn,
+                            pointer,
+                            log_size: sz,
                             ts: 0,
-                        };
-
-                        cache_infos.push(cache_info);
+                        });
                     }
+                    cache_infos
                 }
                 PageState::Free(lsn, pointer) => {
                     // blow away any existing state
                     trace!("load_snapshot freeing pid {}", pid);
-                    let cache_info = CacheInfo {
+                    self.free.lock().push(pid);
+                    vec![CacheInfo {
                         lsn,
                         pointer,
                         log_size: u64::try_from(MAX_MSG_HEADER_LEN).unwrap(),
                         ts: 0,
-                    };
-                    cache_infos.push(cache_info);
-                    self.free.lock().push(pid);
+                    }]
                 }
-                _ => panic!("tried to load a {:?}", state),
-            }
+                other => panic!("tried to load a {:?}", other),
+            };
 
             // Set up new page
             trace!("installing page for pid {}", pid);
@@ -2122,7 +2123,7 @@ impl PageCache {
                 let update =
                     self.pull(pid, cache_infos[0].lsn, cache_infos[0].pointer)?;
                 Some(Box::new(update))
-            } else if state.is_free() {
+            } else if is_free {
                 Some(Box::new(Update::Free))
             } else {
                 None
