@@ -196,3 +196,28 @@ async fn damaged_files_are_refused_with_advice() {
     assert_eq!(s.count(&CaseQuery::all()).await.unwrap(), 200);
     assert!(s.check().await.unwrap().is_empty());
 }
+
+/// `verify_on_open` is what catches a damaged page that opening alone does not read: the
+/// same damage opens without it (and fails later, at the first read of that page).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_on_open_reads_the_pages_an_open_alone_does_not() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = base.path().join("store");
+    store_with_cases(&dir).await;
+    flip(&dir.join("db"), |l| l / 3);
+    let unverified = engine::persist::StoreOptions {
+        verify_on_open: false,
+        ..engine::persist::StoreOptions::default()
+    };
+    match SledStore::open_with_options(&dir, unverified) {
+        Ok(s) => drop(s),
+        Err(e) => panic!("the damage was found without verify_on_open: {e}"),
+    }
+    wait_unlocked(&dir);
+    let e = match SledStore::open(&dir) {
+        Ok(_) => panic!("a damaged page opened with verify_on_open"),
+        Err(e) => e,
+    };
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+    assert!(e.to_string().contains("restore the data dir"), "{e}");
+}

@@ -98,22 +98,16 @@ impl KvRead for SledKv {
 }
 
 impl SledKv {
-    /// Reads every record of every tree once: sled checks a page when it first reads it,
-    /// so damaged files fail here instead of at the first query that meets them.
-    fn verify(&self) -> Result<(), StoreError> {
+    /// Reads every record of the log that a page is made of, once: sled checks a record's
+    /// CRC and decodes it when it reads it, so damaged files fail here instead of at the
+    /// first query that meets them. The records are read past sled's cache (the vendored
+    /// sled's `verify_pages`): read through it, a 1M-case store left the process ~200 MB
+    /// larger for no query's sake.
+    fn verify(&self, db: &sled::Db) -> Result<(), StoreError> {
         let started = Instant::now();
-        let mut records = 0u64;
-        let scanned = catch_unwind(AssertUnwindSafe(|| {
-            for t in &self.trees {
-                for item in t.iter() {
-                    item?;
-                    records += 1;
-                }
-            }
-            Ok::<(), sled::Error>(())
-        }));
+        let scanned = catch_unwind(AssertUnwindSafe(|| db.verify_pages()));
         match scanned {
-            Ok(Ok(())) => {
+            Ok(Ok(records)) => {
                 tracing::debug!(records, ms = started.elapsed().as_millis() as u64, "store verified");
                 Ok(())
             }
@@ -293,7 +287,7 @@ impl SledStore {
             .map_err(|_| backend(&path, "wrong number of trees"))?;
         let kv = SledKv { trees, path };
         if options.verify_on_open {
-            kv.verify()?;
+            kv.verify(&db)?;
         }
         let had_schema = kv.get(Tree::Meta, keys::META_SCHEMA_VERSION)?.is_some();
         witness::verify(&kv.path, witnessed, had_schema, Counters::read(&kv)?)?;

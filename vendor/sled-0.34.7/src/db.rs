@@ -421,6 +421,13 @@ impl Db {
         Ok(hasher.finalize())
     }
 
+    /// Caseflow: reads and decodes every page's records from the log, without caching
+    /// them; fails on the first one that does not check out. Returns the records read.
+    #[doc(hidden)]
+    pub fn verify_pages(&self) -> Result<u64> {
+        self.context.pagecache.verify_pages()
+    }
+
     /// Returns the on-disk size of the storage files
     /// for this database.
     pub fn size_on_disk(&self) -> Result<u64> {
