@@ -78,7 +78,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub cache_mb: Option<u64>,
     /// `store.verify_on_open: false` for the engine (it reads every record at start-up
-    /// otherwise, which takes a 1M-case store through sled's cache).
+    /// otherwise: seconds at 1M cases).
     #[arg(long)]
     pub no_verify: bool,
     /// Where the temporary state directory goes (default: the system's temp dir).
