@@ -13,8 +13,8 @@ use engine::cases::{
 use engine::notify::{Delivery, DeliveryStatus, Notification};
 use engine::persist::{
     CaseQuery, CaseSort, DeliveryCounts, Durability, InboxEntry, MemoryStore, NewIncoming,
-    RunFilter, RunInputRecord, RunOrigin, RunRecord, RunState, RunSummary, SledStore, Store,
-    StoreError, WriteMeta,
+    PendingEvent, RunFilter, RunInputRecord, RunOrigin, RunRecord, RunState, RunSummary, SledStore,
+    Store, StoreError, WriteMeta,
 };
 use engine::report::StepReport;
 use engine::schedule::ready::Status;
@@ -180,6 +180,75 @@ async fn check_events_in_the_outbox(s: &dyn Store) {
     assert_eq!(rest[0].id, pending[1].id);
     assert_eq!(s.pending_events(2).await.unwrap().len(), 2);
     assert!(s.check().await.unwrap().is_empty());
+}
+
+async fn check_pending_events_for_the_dispatcher(s: &dyn Store) {
+    let id = s
+        .create(new_case("phish", Severity::Medium), &meta(0))
+        .await
+        .unwrap()
+        .case
+        .id;
+    s.update(
+        id,
+        vec![
+            CaseChange::AddComment("looking".into()),
+            CaseChange::SetState {
+                to: CaseState::InProgress,
+                reason: None,
+            },
+        ],
+        &meta(10),
+    )
+    .await
+    .unwrap();
+    s.update(id, vec![CaseChange::Assign(Some("bob".into()))], &meta(20))
+        .await
+        .unwrap();
+    let all = s.pending_events(100).await.unwrap();
+    let kinds: Vec<_> = all.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            CaseEventKind::Created,
+            CaseEventKind::Updated,
+            CaseEventKind::StateChanged,
+            CaseEventKind::Assigned
+        ]
+    );
+    // The wanted kinds come whole, the others as their id and kind, in outbox order.
+    let wanted = [CaseEventKind::StateChanged, CaseEventKind::Created];
+    let taken = s.pending_events_for(100, &wanted).await.unwrap();
+    assert_eq!(
+        taken,
+        [
+            PendingEvent::Full(Box::new(all[0].clone())),
+            PendingEvent::Unwanted {
+                id: all[1].id,
+                kind: CaseEventKind::Updated
+            },
+            PendingEvent::Full(Box::new(all[2].clone())),
+            PendingEvent::Unwanted {
+                id: all[3].id,
+                kind: CaseEventKind::Assigned
+            },
+        ]
+    );
+    assert_eq!(
+        s.pending_events_for(2, &[]).await.unwrap(),
+        [
+            PendingEvent::Unwanted {
+                id: all[0].id,
+                kind: CaseEventKind::Created
+            },
+            PendingEvent::Unwanted {
+                id: all[1].id,
+                kind: CaseEventKind::Updated
+            },
+        ]
+    );
+    // Reading is not consuming.
+    assert_eq!(s.pending_events(100).await.unwrap(), all);
 }
 
 async fn check_rejected_changes_change_nothing(s: &dyn Store) {
@@ -1337,6 +1406,7 @@ macro_rules! backends {
 backends!(
     check_create_and_get,
     check_events_in_the_outbox,
+    check_pending_events_for_the_dispatcher,
     check_rejected_changes_change_nothing,
     check_queries,
     check_dedup_key,

@@ -17,10 +17,10 @@ use super::notifications::{self, Notifications};
 use super::ops::{self, KvIter, KvRead, WriteSet};
 use super::runs::{InboxEntry, RunFilter, RunOrigin, RunRecord, RunSummary, Runs};
 use super::{
-    inbox_ops, run_ops, CaseQuery, CaseRead, CaseWrite, Delivery, Inbox, StoreError, WriteMeta,
-    WriteOutcome,
+    inbox_ops, run_ops, CaseQuery, CaseRead, CaseWrite, Delivery, Inbox, PendingEvent, StoreError,
+    WriteMeta, WriteOutcome,
 };
-use crate::cases::{Case, CaseChange, CaseEvent, CaseId, NewCase, Timestamp};
+use crate::cases::{Case, CaseChange, CaseEvent, CaseEventKind, CaseId, NewCase, Timestamp};
 use crate::notify::{Delivery as NotifyDelivery, Notification, Pending};
 use crate::report::StepReport;
 
@@ -129,6 +129,14 @@ impl CaseRead for MemoryStore {
 
     async fn pending_events(&self, limit: usize) -> Result<Vec<CaseEvent>, StoreError> {
         ops::pending_events(&*self.lock(), limit)
+    }
+
+    async fn pending_events_for(
+        &self,
+        limit: usize,
+        wanted: &[CaseEventKind],
+    ) -> Result<Vec<PendingEvent>, StoreError> {
+        ops::pending_events_for(&*self.lock(), limit, wanted)
     }
 
     async fn sla_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Case>, StoreError> {

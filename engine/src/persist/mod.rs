@@ -109,8 +109,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::cases::{
-    Actor, Case, CaseChange, CaseError, CaseEvent, CaseId, CaseState, NewCase, ObservableType,
-    Severity, Timestamp, UnknownName,
+    Actor, Case, CaseChange, CaseError, CaseEvent, CaseEventKind, CaseId, CaseState, NewCase,
+    ObservableType, Severity, Timestamp, UnknownName,
 };
 
 pub use cache::Cache;
@@ -374,6 +374,42 @@ impl CaseQuery {
     }
 }
 
+/// A pending case event as [`CaseRead::pending_events_for`] returns it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PendingEvent {
+    /// The whole event: its kind is wanted.
+    Full(Box<CaseEvent>),
+    /// An event of a kind nobody wants: enough to consume it.
+    Unwanted {
+        /// The event's id.
+        id: u64,
+        /// Its kind.
+        kind: CaseEventKind,
+    },
+}
+
+impl PendingEvent {
+    /// `event` in full when its kind is in `wanted`.
+    pub fn new(event: CaseEvent, wanted: &[CaseEventKind]) -> Self {
+        if wanted.contains(&event.kind) {
+            PendingEvent::Full(Box::new(event))
+        } else {
+            PendingEvent::Unwanted {
+                id: event.id,
+                kind: event.kind,
+            }
+        }
+    }
+
+    /// The event's id.
+    pub fn id(&self) -> u64 {
+        match self {
+            PendingEvent::Full(e) => e.id,
+            PendingEvent::Unwanted { id, .. } => *id,
+        }
+    }
+}
+
 /// Reading cases and the case-event outbox.
 #[async_trait]
 pub trait CaseRead: Send + Sync {
@@ -390,6 +426,23 @@ pub trait CaseRead: Send + Sync {
 
     /// Undelivered case events, oldest first, at most `limit`.
     async fn pending_events(&self, limit: usize) -> Result<Vec<CaseEvent>, StoreError>;
+
+    /// [`CaseRead::pending_events`] as the dispatcher takes them: an event whose kind is
+    /// not in `wanted` (no playbook listens to it) comes without its cases, which a store
+    /// may then leave undecoded. Most of a chain's events are of such kinds, and each holds
+    /// the case twice (after and before).
+    async fn pending_events_for(
+        &self,
+        limit: usize,
+        wanted: &[CaseEventKind],
+    ) -> Result<Vec<PendingEvent>, StoreError> {
+        Ok(self
+            .pending_events(limit)
+            .await?
+            .into_iter()
+            .map(|e| PendingEvent::new(e, wanted))
+            .collect())
+    }
 
     /// Open cases whose SLA is due at or before `now` and not yet marked breached, in
     /// deadline order (for the SLA watcher, including deadlines that passed while the

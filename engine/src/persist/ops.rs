@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::keys::{self, corrupt, Tree};
-use super::{CaseQuery, CaseSort, StoreError, WriteMeta, WriteOutcome};
+use super::{CaseQuery, CaseSort, PendingEvent, StoreError, WriteMeta, WriteOutcome};
 use crate::cases::{
     apply, normalize_observable, ApplyContext, Case, CaseChange, CaseError, CaseEvent,
     CaseEventKind, CaseId, CaseState, NewCase, ObservableType, Severity, Timestamp,
@@ -527,6 +527,49 @@ pub(crate) fn pending_events(kv: &dyn KvRead, limit: usize) -> Result<Vec<CaseEv
     )
     .take(limit)
     .map(|e| e.and_then(|(k, v)| decode_event(kv.path(), &k, &v)))
+    .collect()
+}
+
+/// The part of a stored case event that consuming it needs; its cases are skipped, not
+/// built.
+#[derive(Deserialize)]
+struct EventHead {
+    id: u64,
+    kind: CaseEventKind,
+}
+
+/// [`pending_events`], decoding in full only the events whose kind is `wanted`.
+pub(crate) fn pending_events_for(
+    kv: &dyn KvRead,
+    limit: usize,
+    wanted: &[CaseEventKind],
+) -> Result<Vec<PendingEvent>, StoreError> {
+    kv.range(
+        Tree::EventidCaseevent,
+        Bound::Unbounded,
+        Bound::Unbounded,
+        false,
+    )
+    .take(limit)
+    .map(|e| {
+        let (k, v) = e?;
+        let head: EventHead = serde_json::from_slice(&v).map_err(|e| {
+            corrupt(
+                kv.path(),
+                Tree::EventidCaseevent,
+                &k,
+                format!("bad case event JSON: {e}"),
+            )
+        })?;
+        if wanted.contains(&head.kind) {
+            decode_event(kv.path(), &k, &v).map(|e| PendingEvent::Full(Box::new(e)))
+        } else {
+            Ok(PendingEvent::Unwanted {
+                id: head.id,
+                kind: head.kind,
+            })
+        }
+    })
     .collect()
 }
 

@@ -21,10 +21,10 @@ use super::ops::{self, KvIter, KvRead, WriteSet};
 use super::runs::{InboxEntry, RunFilter, RunOrigin, RunRecord, RunSummary, Runs};
 use super::witness::{self, Counters};
 use super::{
-    inbox_ops, run_ops, CaseQuery, CaseRead, CaseWrite, Delivery, Durability, Inbox, StoreError,
-    StoreOptions, StoreStats, WriteMeta, WriteOutcome,
+    inbox_ops, run_ops, CaseQuery, CaseRead, CaseWrite, Delivery, Durability, Inbox, PendingEvent,
+    StoreError, StoreOptions, StoreStats, WriteMeta, WriteOutcome,
 };
-use crate::cases::{Case, CaseChange, CaseEvent, CaseId, NewCase, Timestamp};
+use crate::cases::{Case, CaseChange, CaseEvent, CaseEventKind, CaseId, NewCase, Timestamp};
 use crate::notify::{Delivery as NotifyDelivery, Notification, Pending};
 use crate::report::StepReport;
 
@@ -456,6 +456,14 @@ impl CaseRead for SledStore {
 
     async fn pending_events(&self, limit: usize) -> Result<Vec<CaseEvent>, StoreError> {
         ops::pending_events(&self.kv, limit)
+    }
+
+    async fn pending_events_for(
+        &self,
+        limit: usize,
+        wanted: &[CaseEventKind],
+    ) -> Result<Vec<PendingEvent>, StoreError> {
+        ops::pending_events_for(&self.kv, limit, wanted)
     }
 
     async fn sla_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Case>, StoreError> {

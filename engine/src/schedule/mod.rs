@@ -31,9 +31,9 @@ use rand::Rng;
 use serde_json::Value;
 use tokio::sync::{broadcast, Notify};
 
-use crate::cases::{Actor, Case, CaseChange, CaseEvent, CaseId, Timestamp};
+use crate::cases::{Actor, Case, CaseChange, CaseEvent, CaseEventKind, CaseId, Timestamp};
 use crate::compile::{Bundle, Plan};
-use crate::persist::{Incoming, NewIncoming, RunOrigin, Store, WriteMeta};
+use crate::persist::{Incoming, NewIncoming, PendingEvent, RunOrigin, Store, WriteMeta};
 use crate::report::{RunReport, RunStatus};
 use crate::step::Services;
 pub use executor::{execute, execute_with, Execution, RunInput};
@@ -520,7 +520,7 @@ impl Engine {
     pub(crate) async fn take_batch(
         &self,
         incoming: &[Incoming],
-        events: &[CaseEvent],
+        events: &[PendingEvent],
     ) -> Result<Vec<Job>, crate::Error> {
         let mut batch = Vec::with_capacity(incoming.len() + events.len());
         for i in incoming {
@@ -528,9 +528,24 @@ impl Engine {
         }
         let mut guards = Vec::with_capacity(events.len());
         for ev in events {
-            let (origin, jobs, depth) = self.prepare_case_event(ev, true).await;
-            guards.push((depth, jobs.len()));
-            batch.push((origin, jobs));
+            match ev {
+                PendingEvent::Full(ev) => {
+                    let (origin, jobs, depth) = self.prepare_case_event(ev, true).await;
+                    guards.push((depth, jobs.len()));
+                    batch.push((origin, jobs));
+                }
+                // No playbook listens: consumed, nothing starts.
+                PendingEvent::Unwanted { id, .. } => {
+                    guards.push((0, 0));
+                    batch.push((
+                        RunOrigin::CaseEvent {
+                            event_id: *id,
+                            ack: true,
+                        },
+                        Vec::new(),
+                    ));
+                }
+            }
         }
         let started = self.start_jobs_many(batch).await?;
         let mut out = Vec::new();
@@ -539,9 +554,25 @@ impl Engine {
             out.extend(jobs);
         }
         for ((ev, (depth, wanted)), jobs) in events.iter().zip(guards).zip(started) {
-            out.extend(self.guard_case_event(ev, depth, wanted, jobs).await);
+            if let PendingEvent::Full(ev) = ev {
+                out.extend(self.guard_case_event(ev, depth, wanted, jobs).await);
+            }
         }
         Ok(out)
+    }
+
+    /// The case event kinds some playbook of the bundle listens to.
+    pub(crate) fn wanted_case_events(&self) -> Vec<CaseEventKind> {
+        CaseEventKind::ALL
+            .iter()
+            .copied()
+            .filter(|k| {
+                self.bundle
+                    .playbooks
+                    .iter()
+                    .any(|p| p.trigger.event == k.as_str())
+            })
+            .collect()
     }
 
     fn concurrency_key(&self, plan: &Plan, event: &Value) -> Option<String> {

@@ -426,6 +426,7 @@ impl Engine {
         // runs are taken over once they are gone (stores of one process have neither).
         let external = store.wake_signal();
         let mut next_takeover = Instant::now() + TAKEOVER_EVERY;
+        let wanted_events = self.wanted_case_events();
         loop {
             let woken = self.shared.wake.notified();
             tokio::pin!(woken);
@@ -456,7 +457,9 @@ impl Engine {
             }
             let room = cfg.max_runs.saturating_sub(runs.len());
             if room > 0 {
-                let events = store.pending_events(room.min(256)).await?;
+                let events = store
+                    .pending_events_for(room.min(256), &wanted_events)
+                    .await?;
                 if !events.is_empty() {
                     let span = tracing::info_span!("dispatch", case_events = events.len());
                     for job in self.take_batch(&[], &events).instrument(span).await? {
