@@ -517,17 +517,22 @@ pub(crate) fn deliveries(
     Ok(out)
 }
 
-/// Undelivered events, oldest first.
-pub(crate) fn pending_events(kv: &dyn KvRead, limit: usize) -> Result<Vec<CaseEvent>, StoreError> {
+/// The outbox's entries, oldest first.
+fn outbox(kv: &dyn KvRead) -> KvIter<'_> {
     kv.range(
         Tree::EventidCaseevent,
         Bound::Unbounded,
         Bound::Unbounded,
         false,
     )
-    .take(limit)
-    .map(|e| e.and_then(|(k, v)| decode_event(kv.path(), &k, &v)))
-    .collect()
+}
+
+/// Undelivered events, oldest first.
+pub(crate) fn pending_events(kv: &dyn KvRead, limit: usize) -> Result<Vec<CaseEvent>, StoreError> {
+    outbox(kv)
+        .take(limit)
+        .map(|e| e.and_then(|(k, v)| decode_event(kv.path(), &k, &v)))
+        .collect()
 }
 
 /// The part of a stored case event that consuming it needs; its cases are skipped, not
@@ -544,33 +549,28 @@ pub(crate) fn pending_events_for(
     limit: usize,
     wanted: &[CaseEventKind],
 ) -> Result<Vec<PendingEvent>, StoreError> {
-    kv.range(
-        Tree::EventidCaseevent,
-        Bound::Unbounded,
-        Bound::Unbounded,
-        false,
-    )
-    .take(limit)
-    .map(|e| {
-        let (k, v) = e?;
-        let head: EventHead = serde_json::from_slice(&v).map_err(|e| {
-            corrupt(
-                kv.path(),
-                Tree::EventidCaseevent,
-                &k,
-                format!("bad case event JSON: {e}"),
-            )
-        })?;
-        if wanted.contains(&head.kind) {
-            decode_event(kv.path(), &k, &v).map(|e| PendingEvent::Full(Box::new(e)))
-        } else {
-            Ok(PendingEvent::Unwanted {
-                id: head.id,
-                kind: head.kind,
-            })
-        }
-    })
-    .collect()
+    outbox(kv)
+        .take(limit)
+        .map(|e| {
+            let (k, v) = e?;
+            let head: EventHead = serde_json::from_slice(&v).map_err(|e| {
+                corrupt(
+                    kv.path(),
+                    Tree::EventidCaseevent,
+                    &k,
+                    format!("bad case event JSON: {e}"),
+                )
+            })?;
+            if wanted.contains(&head.kind) {
+                decode_event(kv.path(), &k, &v).map(|e| PendingEvent::Full(Box::new(e)))
+            } else {
+                Ok(PendingEvent::Unwanted {
+                    id: head.id,
+                    kind: head.kind,
+                })
+            }
+        })
+        .collect()
 }
 
 /// Open, unbreached cases due at or before `now`.
