@@ -273,6 +273,21 @@ impl TransactionalTree {
         Ok(old)
     }
 
+    /// Caseflow: sets a key to a new value, or removes it (`None`), without reading
+    /// its old value first. `insert` and `remove` read it to return it, which walks the
+    /// tree once more per key and records the read for validation; a caller that needs
+    /// neither, and that keeps other writers out itself, writes blind. The write commits
+    /// with the transaction exactly as `insert`'s and `remove`'s do.
+    #[doc(hidden)]
+    pub fn write_blind<K, V>(&self, key: K, value: Option<V>)
+    where
+        K: Into<IVec>,
+        V: Into<IVec>,
+    {
+        let mut writes = self.writes.borrow_mut();
+        let _last_write = writes.insert(key.into(), value.map(Into::into));
+    }
+
     /// Remove a key
     pub fn remove<K>(
         &self,
