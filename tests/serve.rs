@@ -1257,6 +1257,19 @@ async fn a_client_that_trickles_its_headers_is_cut_off() {
     trickle.abort();
 }
 
+/// A SIGTERM sent as soon as the address is printed stops the server in order (exit 0):
+/// the handler is installed before the address is printed. It used to be installed just
+/// after, and a supervisor quick enough killed the server instead.
+#[test]
+fn sigterm_right_after_the_address_stops_the_server_in_order() {
+    for round in 0..10 {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = start(tmp.path(), &config(""));
+        let (code, stderr) = s.terminate();
+        assert_eq!(code, Some(0), "round {round}: {stderr}");
+    }
+}
+
 /// The binary turns transparent huge pages off for itself (src/main.rs): with them, the
 /// allocator's 2 MiB pages kept ~40 MB more resident at 1M cases. Linux reports the
 /// process's setting as `THP_enabled` in `/proc/<pid>/status`.

@@ -105,12 +105,23 @@ impl Server {
 
     /// SIGTERM, then the exit code and stderr; fails the test after 30 s.
     pub fn terminate(mut self) -> (Option<i32>, String) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
+        // Sent directly, not through kill(1): a server is stopped the moment a supervisor
+        // may stop it.
+        #[cfg(target_os = "linux")]
+        {
+            let pid = libc::pid_t::try_from(self.child.id()).expect("a pid fits pid_t");
+            // SAFETY: kill(2) with a pid this test spawned and has not yet waited for.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let pid = self.child.id().to_string();
+            let status = Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .expect("kill runs");
+            assert!(status.success());
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(s) = self.child.try_wait().expect("wait for the child") {

@@ -63,13 +63,18 @@ pub fn run(
             .await
             .map_err(|e| e.to_string())?;
         let addr = server.local_addr();
+        // Before the address is printed: whoever waits for it may send SIGTERM at once.
+        let signals = crate::serve::shutdown::listen();
         {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "listening on http://{addr}");
             let _ = out.flush();
         }
         let stop = CancellationToken::new();
-        let signals = tokio::spawn(crate::serve::shutdown::cancel_on_signal(stop.clone()));
+        let signals = tokio::spawn(crate::serve::shutdown::cancel_on_signal(
+            signals,
+            stop.clone(),
+        ));
         let result = server.run(stop.clone()).await;
         stop.cancel();
         let _ = signals.await;
