@@ -400,14 +400,6 @@ impl PendingEvent {
             }
         }
     }
-
-    /// The event's id.
-    pub fn id(&self) -> u64 {
-        match self {
-            PendingEvent::Full(e) => e.id,
-            PendingEvent::Unwanted { id, .. } => *id,
-        }
-    }
 }
 
 /// Reading cases and the case-event outbox.

@@ -443,17 +443,11 @@ impl Engine {
     /// The runs a case event would start, the origin their records consume, and their
     /// depth (for the loop guard, [`Engine::guard_case_event`]).
     async fn prepare_case_event(&self, ev: &CaseEvent, ack: bool) -> (RunOrigin, Vec<Job>, u32) {
-        let kind = ev.kind.as_str();
         let origin = RunOrigin::CaseEvent {
             event_id: ev.id,
             ack,
         };
-        if !self
-            .bundle
-            .playbooks
-            .iter()
-            .any(|p| p.trigger.event == kind)
-        {
+        if !self.listens_to(ev.kind) {
             // No playbook listens: acknowledge without building the payload.
             return (origin, Vec::new(), 0);
         }
@@ -561,17 +555,20 @@ impl Engine {
         Ok(out)
     }
 
+    /// Whether some playbook of the bundle listens to case events of `kind`.
+    fn listens_to(&self, kind: CaseEventKind) -> bool {
+        self.bundle
+            .playbooks
+            .iter()
+            .any(|p| p.trigger.event == kind.as_str())
+    }
+
     /// The case event kinds some playbook of the bundle listens to.
     pub(crate) fn wanted_case_events(&self) -> Vec<CaseEventKind> {
         CaseEventKind::ALL
             .iter()
             .copied()
-            .filter(|k| {
-                self.bundle
-                    .playbooks
-                    .iter()
-                    .any(|p| p.trigger.event == k.as_str())
-            })
+            .filter(|k| self.listens_to(*k))
             .collect()
     }
 
