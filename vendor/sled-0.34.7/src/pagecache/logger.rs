@@ -85,6 +85,75 @@ impl Log {
         }
     }
 
+    /// Caseflow: reads an inline page fragment whose length in the log the page table
+    /// knows (`log_size`, header included) with one `pread`, where `read` makes two (the
+    /// header, then the rest): on a cold read, one system call fewer per fragment.
+    /// Returns the header, the whole message and where its body starts; `None` when the
+    /// fragment is not one this reads (a blob, a length the header does not confirm, a
+    /// kind other than a page fragment), for the caller to use `read`, which handles
+    /// everything. A message whose header confirms the length but whose checksum does not
+    /// match is corrupt, as `read` would find it.
+    pub fn read_sized(
+        &self,
+        lsn: Lsn,
+        ptr: DiskPtr,
+        log_size: u64,
+    ) -> Result<Option<(MessageHeader, Vec<u8>, usize)>> {
+        if !ptr.is_inline() {
+            return Ok(None);
+        }
+        let lid = ptr.lid();
+        let segment_len = self.config.segment_size as LogOffset;
+        let seg_start = lid / segment_len * segment_len;
+        let len = match usize::try_from(log_size) {
+            Ok(len) if len > 0 => len,
+            _ => return Ok(None),
+        };
+        if lid < seg_start + SEG_HEADER_LEN as LogOffset
+            || lid + log_size > seg_start + segment_len
+        {
+            return Ok(None);
+        }
+        iobuf::make_durable(&self.iobufs, lsn)?;
+        let mut buf = vec![0; len];
+        match self.config.file.pread_exact(&mut buf, lid) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let cursor = &mut buf.as_slice();
+        let header = match MessageHeader::deserialize(cursor) {
+            Ok(header) => header,
+            Err(_) => return Ok(None),
+        };
+        let body_at = len - cursor.len();
+        let expected_segment_number = SegmentNumber(
+            u64::try_from(lsn).unwrap_or(u64::MAX)
+                / self.config.segment_size as u64,
+        );
+        let page_kind = matches!(
+            header.kind,
+            MessageKind::InlineNode
+                | MessageKind::InlineLink
+                | MessageKind::InlineMeta
+                | MessageKind::Counter
+        );
+        if !page_kind
+            || header.len != (len - body_at) as u64
+            || header.segment_number != expected_segment_number
+        {
+            return Ok(None);
+        }
+        if calculate_message_crc32(&buf[..body_at], &buf[body_at..])
+            != header.crc32
+        {
+            return Err(Error::corruption(Some(ptr)));
+        }
+        Ok(Some((header, buf, body_at)))
+    }
+
     /// returns the current stable offset written to disk
     pub fn stable_offset(&self) -> Lsn {
         self.iobufs.stable()

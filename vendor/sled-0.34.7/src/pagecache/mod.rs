@@ -1725,7 +1725,7 @@ impl PageCache {
             let updates_result: Result<Vec<Update>> = page_view
                 .cache_infos
                 .iter()
-                .map(|ci| self.pull(pid, ci.lsn, ci.pointer))
+                .map(|ci| self.pull(pid, ci))
                 .collect();
 
             last_err = if let Ok(updates) = updates_result {
@@ -1974,8 +1974,9 @@ impl PageCache {
         Ok(())
     }
 
-    fn pull(&self, pid: PageId, lsn: Lsn, pointer: DiskPtr) -> Result<Update> {
+    fn pull(&self, pid: PageId, ci: &CacheInfo) -> Result<Update> {
         use MessageKind::*;
+        let (lsn, pointer) = (ci.lsn, ci.pointer);
 
         trace!("pulling pid {} lsn {} pointer {} from disk", pid, lsn, pointer);
         let _measure = Measure::new(&M.pull);
@@ -1985,53 +1986,34 @@ impl PageCache {
                 / u64::try_from(self.config.segment_size).unwrap(),
         );
 
-        let (header, bytes) = match self.log.read(pid, lsn, pointer) {
-            Ok(LogRead::Inline(header, buf, _len)) => {
-                assert_eq!(
-                    header.pid, pid,
-                    "expected pid {} on pull of pointer {}, \
-                     but got {} instead",
-                    pid, pointer, header.pid
-                );
-                assert_eq!(
-                    header.segment_number, expected_segment_number,
-                    "expected segment number {:?} on pull of pointer {}, \
-                     but got segment number {:?} instead",
-                    expected_segment_number, pointer, header.segment_number
-                );
-                Ok((header, buf))
-            }
-            Ok(LogRead::Blob(header, buf, _blob_pointer, _inline_len)) => {
-                assert_eq!(
-                    header.pid, pid,
-                    "expected pid {} on pull of pointer {}, \
-                     but got {} instead",
-                    pid, pointer, header.pid
-                );
-                assert_eq!(
-                    header.segment_number, expected_segment_number,
-                    "expected segment number {:?} on pull of pointer {}, \
-                     but got segment number {:?} instead",
-                    expected_segment_number, pointer, header.segment_number
-                );
-
-                Ok((header, buf))
-            }
-            Ok(other) => {
-                debug!("read unexpected page: {:?}", other);
-                Err(Error::corruption(Some(pointer)))
-            }
-            Err(e) => {
-                debug!("failed to read page: {:?}", e);
-                Err(e)
-            }
-        }?;
+        // Caseflow: a fragment whose length the page table knows is read with one
+        // `pread` (`Log::read_sized`); the others as before.
+        let (header, bytes, body_at) =
+            match self.log.read_sized(lsn, pointer, ci.log_size) {
+                Ok(Some(read)) => read,
+                Ok(None) => self.pull_unsized(pid, lsn, pointer)?,
+                Err(e) => {
+                    debug!("failed to read page: {:?}", e);
+                    return Err(e);
+                }
+            };
+        assert_eq!(
+            header.pid, pid,
+            "expected pid {} on pull of pointer {}, \
+             but got {} instead",
+            pid, pointer, header.pid
+        );
+        assert_eq!(
+            header.segment_number, expected_segment_number,
+            "expected segment number {:?} on pull of pointer {}, \
+             but got segment number {:?} instead",
+            expected_segment_number, pointer, header.segment_number
+        );
 
         // We create this &mut &[u8] to assist the `Serializer`
         // implementation that incrementally consumes bytes
         // without taking ownership of them.
-        let buf = &mut bytes.as_slice();
-
+        let buf = &mut &bytes[body_at..];
         let update_res = {
             let _deserialize_latency = Measure::new(&M.deserialize);
 
@@ -2066,6 +2048,29 @@ impl PageCache {
         }
     }
 
+    // Caseflow: `pull`'s read when the length of the message is not known: the header
+    // first, then the rest (`Log::read`). Returns the header, the body and where the body
+    // starts in it (0).
+    fn pull_unsized(
+        &self,
+        pid: PageId,
+        lsn: Lsn,
+        pointer: DiskPtr,
+    ) -> Result<(MessageHeader, Vec<u8>, usize)> {
+        match self.log.read(pid, lsn, pointer) {
+            Ok(LogRead::Inline(header, buf, _))
+            | Ok(LogRead::Blob(header, buf, _, _)) => Ok((header, buf, 0)),
+            Ok(other) => {
+                debug!("read unexpected page: {:?}", other);
+                Err(Error::corruption(Some(pointer)))
+            }
+            Err(e) => {
+                debug!("failed to read page: {:?}", e);
+                Err(e)
+            }
+        }
+    }
+
     // Caseflow: reads every fragment of every page from the log and decodes it, without
     // installing it in the page table or the cache. Each read checks the record's CRC and
     // decodes it, as a read through the cache does, but nothing is cached, evicted or left
@@ -2082,7 +2087,7 @@ impl PageCache {
                 _ => continue,
             };
             for ci in &infos {
-                drop(self.pull(pid, ci.lsn, ci.pointer)?);
+                drop(self.pull(pid, ci)?);
                 read += 1;
             }
         }
@@ -2144,7 +2149,7 @@ impl PageCache {
 
             let update = if pid == META_PID || pid == COUNTER_PID {
                 let update =
-                    self.pull(pid, cache_infos[0].lsn, cache_infos[0].pointer)?;
+                    self.pull(pid, &cache_infos[0])?;
                 Some(Box::new(update))
             } else if is_free {
                 Some(Box::new(Update::Free))
