@@ -547,3 +547,61 @@ fn absurd_durations_in_the_config_do_not_panic() {
             .unwrap();
     assert_eq!(c.shutdown_grace, Duration::from_secs(24 * 3600));
 }
+
+const ONE_EFFECT: &str = r#"
+playbook: one
+on: { event: src }
+steps:
+  - id: a
+    uses: t.probe
+    with: { n: "{{ event.n }}" }
+output:
+  n: "{{ steps.a.n }}"
+"#;
+
+/// A run's last entries go with its final record: after its last step nothing is synced
+/// on its own, so a strict run of one step with effects costs the worker's take, one flush
+/// before the step starts and the final record (committed and flushed), and the record
+/// still holds the step's result.
+#[tokio::test]
+async fn the_end_of_a_run_is_written_once_with_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let probe = Probe::default();
+    let e = engine(ONE_EFFECT, &probe, store.clone(), json!({}));
+    let got = e.ingest("src", vec![json!({"n": 7})]).await.unwrap();
+    let seq = got[0].seq.unwrap();
+    let before = store.stats();
+    let worker = start(&e);
+    let reports = e
+        .wait_for(seq, 5 * SECOND)
+        .await
+        .unwrap()
+        .expect("the run finishes");
+    let after = store.stats();
+    stop(worker).await;
+    assert_eq!(
+        reports[0].status,
+        RunStatus::Succeeded,
+        "{:?}",
+        reports[0].error
+    );
+    assert_eq!(
+        (
+            after.commits - before.commits,
+            after.flushes - before.flushes
+        ),
+        (2, 2),
+        "the take (committed), the sync before `a` (flushed), the final record (both)"
+    );
+    let run = store.get_run(&reports[0].run_id).await.unwrap().unwrap();
+    assert_eq!(run.summary.status, RunState::Succeeded);
+    let steps: Vec<(&str, Status, Option<Value>)> = run
+        .steps
+        .iter()
+        .map(|s| (s.id.as_str(), s.status, s.output.clone()))
+        .collect();
+    assert_eq!(steps, [("a", Status::Succeeded, Some(json!({"n": 7})))]);
+    assert!(store.unfinished_runs().await.unwrap().is_empty());
+    assert_eq!(probe.calls("a").len(), 1);
+}

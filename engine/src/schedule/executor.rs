@@ -414,6 +414,14 @@ async fn run(
                 }
             }
         }
+        if to_start.is_empty() && running.is_empty() {
+            // The run is over. Its last entries go with its final record
+            // (`Runs::finish_run`, written and flushed as a sync would be, before anything
+            // learns that the run ended), so a sync here would be a commit and a flush
+            // more for nothing; a crash before that record resumes the run, as it would
+            // after any step whose end was not synced yet.
+            break;
+        }
         if let Some(j) = journal.as_mut() {
             // Before a step with outside effects starts, the run's record and every
             // finished step's entry are on disk, and the end of a step with effects is

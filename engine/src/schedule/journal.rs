@@ -10,7 +10,11 @@
 //! can perform an outside effect (a case change, an HTTP call, a notification) based on a
 //! result that a crash could still take back, and a step that finished is never run again
 //! after a restart: only a step that was still running (or whose end had not been synced
-//! yet) runs again, with the same idempotency key. Under
+//! yet) runs again, with the same idempotency key. The last decision of a run, when
+//! nothing starts and nothing runs any more, does not sync: the entries still queued go
+//! with the run's final record (`Runs::finish_run`, flushed under strict durability before
+//! anyone learns the run ended), one commit and one flush instead of two of each. A crash
+//! before that record is a crash before the last sync: the last step runs again. Under
 //! `durability: relaxed` entries are committed before dependents start but reach the disk
 //! with the store's background flush: a crash may re-run the last steps (with the same
 //! idempotency keys).
