@@ -94,6 +94,18 @@ async fn every_scenario_runs_and_its_cases_exist() {
     assert_eq!(iam["cases_checked"], 12);
     assert_eq!(iam["standin_calls"]["refused"], 0);
     assert!(iam["standin_calls"]["slack_assigned"].as_u64().unwrap() >= 12);
+    // A chain writes cases and journals three runs: several commits, at least one flush
+    // (strict durability), read from the server's /metrics.
+    assert!(iam["commits_per_chain"].as_f64().unwrap() >= 5.0, "{iam}");
+    assert!(iam["flushes_per_chain"].as_f64().unwrap() > 0.0, "{iam}");
+    for k in ["engine_cpu_ms_per_chain", "harness_cpu_ms_per_chain"] {
+        assert!(iam[k].as_f64().unwrap() >= 0.0, "{k} in {iam}");
+    }
+    let sizes = growth["sizes"].as_array().unwrap();
+    assert!(
+        sizes[1]["commits_per_chain"].as_f64().unwrap() >= 5.0,
+        "{growth}"
+    );
     assert!(steps["overhead_us_per_step"].as_f64().unwrap() > 0.0);
     assert_eq!(steps["steps_per_run"], 50);
     for k in ["query_us_at_150", "query_us_at_300", "chain_ms_at_300"] {

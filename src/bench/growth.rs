@@ -266,6 +266,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Outcome, String> {
         }
         chain_first += n + 1;
         save(loaded, chain_first);
+        let per_chain = chains.per_chain(n);
         let mut lat = chains.lat;
         let chain_ms = lat.ms(0.5);
         let l = label(size);
@@ -277,9 +278,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Outcome, String> {
         extra.insert(format!("query_warm_us_at_{l}"), json!(round(warm_us, 2)));
         extra.insert(format!("chain_ms_at_{l}"), json!(round(chain_ms, 3)));
         extra.insert(format!("rss_mb_at_{l}"), json!(round(peak, 1)));
-        per_size.insert(
-            size,
-            json!({
+        let mut row = json!({
                 "cases": size,
                 "load_seconds": round(load_seconds, 1),
                 "disk_mb": round(disk_mb, 1),
@@ -293,11 +292,13 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Outcome, String> {
                 "chains_per_s": round(n as f64 / chains.seconds.max(1e-9), 1),
                 "chain_p50_ms": round(chain_ms, 3),
                 "chain_p99_ms": round(lat.ms(0.99), 3),
-                "engine_cpu_ms_per_chain": round(chains.cpu * 1e3 / n as f64, 3),
                 "peak_rss_mb": round(peak, 1),
                 "rss_mb_after_chains": round(rss_now, 1),
-            }),
-        );
+        });
+        if let Value::Object(m) = &mut row {
+            m.extend(per_chain);
+        }
+        per_size.insert(size, row);
         total_seconds += chains.seconds;
         last_lat = lat;
         last_peak = peak;

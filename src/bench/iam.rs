@@ -76,6 +76,34 @@ pub struct Chains {
     pub lat: Latencies,
     /// Engine CPU seconds over the batch.
     pub cpu: f64,
+    /// CPU seconds of this process (the load generator and the stand-ins) over the batch:
+    /// what the workload itself takes from the same cores.
+    pub harness_cpu: f64,
+    /// The server's store commits and flushes over the batch (`/metrics`).
+    pub store: served::StoreCounters,
+}
+
+impl Chains {
+    /// The batch's per-chain figures for `--json`: engine and harness CPU, store commits
+    /// and flushes.
+    pub fn per_chain(&self, n: u64) -> serde_json::Map<String, Value> {
+        let per = |x: f64| json!(round(x / n.max(1) as f64, 3));
+        let mut m = serde_json::Map::new();
+        m.insert("engine_cpu_ms_per_chain".into(), per(self.cpu * 1e3));
+        m.insert(
+            "harness_cpu_ms_per_chain".into(),
+            per(self.harness_cpu * 1e3),
+        );
+        m.insert("commits_per_chain".into(), per(self.store.commits));
+        m.insert("flushes_per_chain".into(), per(self.store.flushes));
+        // The share of the batch's time the store spent flushing (flushes are one at a
+        // time: near 1, the disk sets the pace).
+        m.insert(
+            "flushing_share".into(),
+            json!(round(self.store.flush_seconds / self.seconds.max(1e-9), 3)),
+        );
+        m
+    }
 }
 
 /// Run chains `first..first + n` with `c` in flight against the server at `addr`.
@@ -91,7 +119,8 @@ pub async fn drive(
     let (addr, pid) = (server.addr, server.pid());
     let headers = Arc::new(format!("authorization: {}\r\n", served::HOOK_SECRET));
     let next = Arc::new(AtomicUsize::new(0));
-    let cpu0 = cpu_seconds(Some(pid));
+    let store0 = served::store_counters(addr).await?;
+    let (cpu0, harness0) = (cpu_seconds(Some(pid)), cpu_seconds(None));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..c.min(n as usize).max(1) {
@@ -145,10 +174,15 @@ pub async fn drive(
     if let Some(e) = failure {
         return Err(e);
     }
+    let seconds = started.elapsed().as_secs_f64();
+    let (cpu, harness_cpu) = (cpu_seconds(Some(pid)) - cpu0, cpu_seconds(None) - harness0);
+    let store = served::store_counters(addr).await?.since(&store0);
     Ok(Chains {
-        seconds: started.elapsed().as_secs_f64(),
+        seconds,
         lat,
-        cpu: cpu_seconds(Some(pid)) - cpu0,
+        cpu,
+        harness_cpu,
+        store,
     })
 }
 
@@ -197,10 +231,9 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Outcome, String> {
         Ok(ch) => ch,
         Err(e) => return Err(format!("{e}; engine stderr: {}", server.stderr().trim())),
     };
+    let per_chain = chains.per_chain(n);
     let Chains {
-        seconds,
-        mut lat,
-        cpu,
+        seconds, mut lat, ..
     } = chains;
     progress!("iam: {n} chains in {seconds:.2} s; checking the cases");
     wait_drained(server.addr, Duration::from_secs(60)).await?;
@@ -220,10 +253,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Outcome, String> {
     extra.insert("concurrency".into(), json!(c));
     extra.insert("durability".into(), json!("strict"));
     extra.insert("mean_ms".into(), json!(round(lat.mean_ms(), 3)));
-    extra.insert(
-        "engine_cpu_ms_per_chain".into(),
-        json!(round(cpu * 1e3 / n as f64, 3)),
-    );
+    extra.extend(per_chain);
     extra.insert("cases_checked".into(), json!(checked));
     extra.insert("standin_calls".into(), standins.inner.counters.snapshot());
     Ok(Outcome {

@@ -165,3 +165,91 @@ pub fn config(standins: Value, cache_mb: Option<u64>, verify_on_open: bool) -> V
     c["store"] = store;
     c
 }
+
+/// The server's store counters from `/metrics` (`caseflow_store_commits_total`,
+/// `caseflow_store_flushes_total`): how many writes a workload costs and how well they
+/// share flushes.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StoreCounters {
+    pub commits: f64,
+    pub flushes: f64,
+    /// Seconds spent flushing (one flush at a time: near the elapsed time, the disk is
+    /// what the workload waits for).
+    pub flush_seconds: f64,
+}
+
+impl StoreCounters {
+    /// Read from a Prometheus text exposition; a counter that is not there reads 0.
+    pub fn parse(text: &str) -> Self {
+        let value = |name: &str| {
+            text.lines()
+                .filter_map(|l| l.split_once(' '))
+                .find(|(m, _)| *m == name)
+                .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        StoreCounters {
+            commits: value("caseflow_store_commits_total"),
+            flushes: value("caseflow_store_flushes_total"),
+            flush_seconds: value("caseflow_store_flush_seconds_total"),
+        }
+    }
+
+    /// What was counted after `earlier`.
+    pub fn since(&self, earlier: &StoreCounters) -> Self {
+        StoreCounters {
+            commits: self.commits - earlier.commits,
+            flushes: self.flushes - earlier.flushes,
+            flush_seconds: self.flush_seconds - earlier.flush_seconds,
+        }
+    }
+}
+
+/// `GET /metrics` on the server at `addr`, its store counters.
+pub async fn store_counters(addr: SocketAddr) -> Result<StoreCounters, String> {
+    let answer = super::client::Conn::new(addr)
+        .get("/metrics")
+        .await
+        .map_err(|e| format!("GET /metrics: {e}"))?;
+    if answer.status != 200 {
+        return Err(format!("GET /metrics answered {}", answer.status));
+    }
+    Ok(StoreCounters::parse(&String::from_utf8_lossy(&answer.body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreCounters;
+
+    #[test]
+    fn store_counters_are_read_from_the_exposition() {
+        let text = "# HELP caseflow_store_commits_total store writes committed\n\
+                    # TYPE caseflow_store_commits_total counter\n\
+                    caseflow_store_commits_total 1234\n\
+                    caseflow_store_commits_total_created 1.7e9\n\
+                    caseflow_store_flushes_total 56\n\
+                    caseflow_store_flush_seconds_total 0.5\n";
+        let c = StoreCounters::parse(text);
+        assert_eq!(
+            c,
+            StoreCounters {
+                commits: 1234.0,
+                flushes: 56.0,
+                flush_seconds: 0.5,
+            }
+        );
+        let later = StoreCounters::parse(
+            "caseflow_store_commits_total 1300\ncaseflow_store_flushes_total 60\n\
+             caseflow_store_flush_seconds_total 0.75\n",
+        );
+        assert_eq!(
+            later.since(&c),
+            StoreCounters {
+                commits: 66.0,
+                flushes: 4.0,
+                flush_seconds: 0.25,
+            }
+        );
+        assert_eq!(StoreCounters::parse(""), StoreCounters::default());
+    }
+}
