@@ -9,14 +9,28 @@ use std::collections::BTreeMap;
 use sled::Transactional;
 
 fn open(path: &std::path::Path) -> sled::Db {
-    sled::Config::new()
-        .path(path)
-        // Small segments: many are filled, cleaned and reused by a few MB of writes.
-        .segment_size(64 * 1024)
-        .cache_capacity(1024 * 1024)
-        .flush_every_ms(None)
-        .open()
-        .unwrap()
+    // A closed handle's file lock goes with the last of sled's pool jobs that still hold
+    // the file, which on a loaded machine can be a moment after the drop: wait for it
+    // (bounded) instead of failing the reopen.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            // Small segments: many are filled, cleaned and reused by a few MB of writes.
+            .segment_size(64 * 1024)
+            .cache_capacity(1024 * 1024)
+            .flush_every_ms(None)
+            .open();
+        match opened {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other.unwrap(),
+        }
+    }
 }
 
 fn value(key: u32, round: u32) -> Vec<u8> {
