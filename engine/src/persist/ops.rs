@@ -8,11 +8,12 @@ use std::ops::Bound;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::keys::{self, corrupt, Tree};
 use super::{CaseQuery, CaseSort, PendingEvent, StoreError, WriteMeta, WriteOutcome};
 use crate::cases::{
-    apply, normalize_observable, ApplyContext, Case, CaseChange, CaseError, CaseEvent,
+    apply, normalize_observable, Actor, ApplyContext, Case, CaseChange, CaseError, CaseEvent,
     CaseEventKind, CaseId, CaseState, NewCase, ObservableType, Severity, Timestamp,
 };
 
@@ -57,11 +58,47 @@ pub(crate) struct Committed {
     pub(crate) event_ids: Vec<u64>,
 }
 
+/// How [`Committed`] is written: the case as JSON encoded once for the write (the case
+/// record's own bytes), not encoded again. Decodes as `Committed`.
+#[derive(Serialize)]
+struct CommittedRecord<'a> {
+    case_id: CaseId,
+    created: bool,
+    case: &'a RawValue,
+    event_ids: &'a [u64],
+}
+
+/// How a [`CaseEvent`] of one write is written: the case after the write and before it as
+/// JSON encoded once for all the write's events (and, for the case after, for the case
+/// record), instead of twice for each event. Decodes as `CaseEvent`; the fields are its
+/// own, in its order.
+#[derive(Serialize)]
+struct EventRecord<'a> {
+    id: u64,
+    kind: CaseEventKind,
+    case_id: CaseId,
+    at: Timestamp,
+    actor: &'a Actor,
+    case: &'a RawValue,
+    before: Option<&'a RawValue>,
+    from: &'a Option<String>,
+    to: &'a Option<String>,
+}
+
 pub(crate) fn to_json<T: Serialize>(path: &Path, v: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(v).map_err(|e| StoreError::Backend {
+    serde_json::to_vec(v).map_err(|e| encode_error(path, e))
+}
+
+/// `v` as JSON, kept as JSON to be written as it is inside other records.
+fn to_raw<T: Serialize>(path: &Path, v: &T) -> Result<Box<RawValue>, StoreError> {
+    serde_json::value::to_raw_value(v).map_err(|e| encode_error(path, e))
+}
+
+fn encode_error(path: &Path, e: serde_json::Error) -> StoreError {
+    StoreError::Backend {
         path: path.to_path_buf(),
         detail: format!("cannot encode a record: {e}"),
-    })
+    }
 }
 
 /// Reads and decodes one case.
@@ -202,19 +239,29 @@ pub(crate) fn replayed(c: Committed) -> WriteOutcome {
     }
 }
 
-/// Adds the idempotency record of a fresh outcome to `ws`.
+/// Adds the idempotency record of a fresh outcome to `ws`. `case`: `out.case` as JSON
+/// when the write already encoded it (see [`write_case`]).
 fn record(
     kv: &dyn KvRead,
     ws: &mut WriteSet,
     meta: &WriteMeta,
     out: &WriteOutcome,
+    case: Option<&RawValue>,
 ) -> Result<(), StoreError> {
     if let Some(k) = &meta.idempotency {
-        let rec = Committed {
+        let encoded;
+        let case = match case {
+            Some(c) => c,
+            None => {
+                encoded = to_raw(kv.path(), &out.case)?;
+                &encoded
+            }
+        };
+        let rec = CommittedRecord {
             case_id: out.case.id,
             created: out.created,
-            case: out.case.clone(),
-            event_ids: out.event_ids.clone(),
+            case,
+            event_ids: &out.event_ids,
         };
         ws.put(
             Tree::IdempotencyResult,
@@ -225,18 +272,48 @@ fn record(
     Ok(())
 }
 
-/// Adds the case record, its index diff, its events and the counters to `ws`.
+/// One event of a write as stored: with the write's cases as encoded once, or encoded
+/// on its own when it is not about exactly those cases.
+fn event_json(
+    path: &Path,
+    e: &CaseEvent,
+    before: Option<(&Case, &RawValue)>,
+    after: (&Case, &RawValue),
+) -> Result<Vec<u8>, StoreError> {
+    let same = e.case == *after.0 && e.before.as_ref() == before.map(|b| b.0);
+    if !same {
+        return to_json(path, e);
+    }
+    to_json(
+        path,
+        &EventRecord {
+            id: e.id,
+            kind: e.kind,
+            case_id: e.case_id,
+            at: e.at,
+            actor: &e.actor,
+            case: after.1,
+            before: before.map(|b| b.1),
+            from: &e.from,
+            to: &e.to,
+        },
+    )
+}
+
+/// Adds the case record, its index diff, its events and the counters to `ws`. Returns the
+/// case as it encoded it, for the idempotency record.
 fn write_case(
     kv: &dyn KvRead,
     ws: &mut WriteSet,
     before: Option<&Case>,
     after: &Case,
     events: &[CaseEvent],
-) -> Result<(), StoreError> {
+) -> Result<Box<RawValue>, StoreError> {
+    let after_json = to_raw(kv.path(), after)?;
     ws.put(
         Tree::CaseidCase,
         after.id.to_be_bytes(),
-        to_json(kv.path(), after)?,
+        after_json.get().as_bytes().to_vec(),
     );
     let old: BTreeMap<(Tree, Vec<u8>), Vec<u8>> = before
         .map(keys::index_entries)
@@ -254,11 +331,16 @@ fn write_case(
     for (tk, v) in new.iter().filter(|(tk, v)| old.get(*tk) != Some(*v)) {
         ws.put(tk.0, tk.1.clone(), v.clone());
     }
+    let before_json = match (before, events.is_empty()) {
+        (Some(b), false) => Some((b, to_raw(kv.path(), b)?)),
+        _ => None,
+    };
+    let before_ref = before_json.as_ref().map(|(c, j)| (*c, &**j));
     for e in events {
         ws.put(
             Tree::EventidCaseevent,
             keys::event_key(e.id),
-            to_json(kv.path(), e)?,
+            event_json(kv.path(), e, before_ref, (after, &after_json))?,
         );
     }
     if let Some(last) = events.last() {
@@ -268,7 +350,7 @@ fn write_case(
             (last.id + 1).to_be_bytes().to_vec(),
         );
     }
-    Ok(())
+    Ok(after_json)
 }
 
 fn make_events(
@@ -305,7 +387,7 @@ pub(crate) fn plan_create(
                 events: Vec::new(),
                 event_ids: Vec::new(),
             };
-            record(kv, &mut ws, meta, &out)?;
+            record(kv, &mut ws, meta, &out, None)?;
             return Ok((ws, out));
         }
     }
@@ -317,7 +399,7 @@ pub(crate) fn plan_create(
     };
     let applied = apply(None, &CaseChange::Create(new), &ctx)?;
     let events = make_events(kv, &applied.events, None, &applied.case, meta)?;
-    write_case(kv, &mut ws, None, &applied.case, &events)?;
+    let case_json = write_case(kv, &mut ws, None, &applied.case, &events)?;
     ws.put(
         Tree::Meta,
         keys::META_NEXT_CASE_ID,
@@ -330,7 +412,7 @@ pub(crate) fn plan_create(
         event_ids: events.iter().map(|e| e.id).collect(),
         events,
     };
-    record(kv, &mut ws, meta, &out)?;
+    record(kv, &mut ws, meta, &out, Some(&case_json))?;
     Ok((ws, out))
 }
 
@@ -418,12 +500,12 @@ pub(crate) fn plan_update(
     let before = read_case(kv, id)?.ok_or(StoreError::NotFound(id))?;
     let (case, kinds) = apply_changes(&before, changes, meta)?;
     let mut ws = WriteSet::default();
-    let events = if kinds.is_empty() {
-        Vec::new()
+    let (events, case_json) = if kinds.is_empty() {
+        (Vec::new(), None)
     } else {
         let events = make_events(kv, &kinds, Some(&before), &case, meta)?;
-        write_case(kv, &mut ws, Some(&before), &case, &events)?;
-        events
+        let json = write_case(kv, &mut ws, Some(&before), &case, &events)?;
+        (events, Some(json))
     };
     let out = WriteOutcome {
         case,
@@ -432,7 +514,7 @@ pub(crate) fn plan_update(
         event_ids: events.iter().map(|e| e.id).collect(),
         events,
     };
-    record(kv, &mut ws, meta, &out)?;
+    record(kv, &mut ws, meta, &out, case_json.as_deref())?;
     Ok((ws, out))
 }
 
@@ -1000,4 +1082,130 @@ pub(crate) fn check(kv: &dyn KvRead) -> Result<Vec<String>, StoreError> {
         }
     }
     Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::RangeBounds;
+
+    use super::*;
+    use crate::cases::{NewObservable, Timestamp};
+
+    /// Trees in memory, written by applying write sets.
+    #[derive(Default)]
+    struct Kv(BTreeMap<(usize, Vec<u8>), Vec<u8>>);
+
+    impl KvRead for Kv {
+        fn path(&self) -> &Path {
+            Path::new("mem")
+        }
+        fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(self.0.get(&(tree.index(), key.to_vec())).cloned())
+        }
+        fn range(
+            &self,
+            tree: Tree,
+            lo: Bound<Vec<u8>>,
+            hi: Bound<Vec<u8>>,
+            rev: bool,
+        ) -> KvIter<'_> {
+            let t = tree.index();
+            let mut v: Vec<KvPair> = self
+                .0
+                .iter()
+                .filter(|((i, k), _)| *i == t && (lo.as_ref(), hi.as_ref()).contains(&k))
+                .map(|((_, k), v)| (k.clone(), v.clone()))
+                .collect();
+            if rev {
+                v.reverse();
+            }
+            Box::new(v.into_iter().map(Ok))
+        }
+    }
+
+    impl Kv {
+        fn apply(&mut self, ws: WriteSet) {
+            for (tree, key, value) in ws.ops {
+                match value {
+                    Some(v) => self.0.insert((tree.index(), key), v),
+                    None => self.0.remove(&(tree.index(), key)),
+                };
+            }
+        }
+        fn value(&self, tree: Tree, key: &[u8]) -> Vec<u8> {
+            self.get(tree, key).unwrap().expect("written")
+        }
+    }
+
+    fn meta(step: &str, ms: i64) -> WriteMeta {
+        WriteMeta::new(
+            Actor::Playbook {
+                run_id: "r1".into(),
+                playbook: "p".into(),
+                step: step.into(),
+            },
+            Timestamp::from_unix_millis(1_700_000_000_000 + ms).unwrap(),
+        )
+        .with_key("r1", step)
+    }
+
+    /// The events and idempotency records of a write, whose cases are encoded once for the
+    /// write, are byte for byte what encoding each `CaseEvent` and `Committed` gives: the
+    /// stored format is unchanged, and a field added to either type and not to its record
+    /// fails here.
+    #[test]
+    fn records_with_the_cases_encoded_once_are_the_plain_encoding() {
+        let mut kv = Kv::default();
+        let mut new = NewCase::new("t", Severity::Medium);
+        new.observables = vec![NewObservable::new(ObservableType::Ip, "192.0.2.1")];
+        let (ws, created) = plan_create(&kv, new, &meta("create", 0)).unwrap();
+        kv.apply(ws);
+        let changes = [
+            CaseChange::SetSeverity(Severity::High),
+            CaseChange::AddTags(vec!["x".into()]),
+            CaseChange::AddComment("seen".into()),
+        ];
+        let (ws, updated) = plan_update(&kv, created.case.id, &changes, &meta("up", 1)).unwrap();
+        kv.apply(ws);
+        assert!(updated.events.len() >= 2, "{:?}", updated.events);
+        for out in [&created, &updated] {
+            assert!(!out.events.is_empty());
+            for e in &out.events {
+                assert_eq!(
+                    kv.value(Tree::EventidCaseevent, &keys::event_key(e.id)),
+                    serde_json::to_vec(e).unwrap(),
+                    "event {} ({:?})",
+                    e.id,
+                    e.kind
+                );
+                let decoded: CaseEvent = serde_json::from_slice(
+                    &kv.value(Tree::EventidCaseevent, &keys::event_key(e.id)),
+                )
+                .unwrap();
+                assert_eq!(&decoded, e);
+            }
+        }
+        assert_eq!(
+            kv.value(Tree::CaseidCase, &updated.case.id.to_be_bytes()),
+            serde_json::to_vec(&updated.case).unwrap()
+        );
+        for (step, out) in [("create", &created), ("up", &updated)] {
+            let plain = Committed {
+                case_id: out.case.id,
+                created: out.created,
+                case: out.case.clone(),
+                event_ids: out.event_ids.clone(),
+            };
+            assert_eq!(
+                kv.value(Tree::IdempotencyResult, &keys::idempotency_key("r1", step)),
+                serde_json::to_vec(&plain).unwrap(),
+                "{step}"
+            );
+        }
+        // A replay gives the recorded outcome back.
+        let (ws, again) = plan_update(&kv, created.case.id, &changes, &meta("up", 2)).unwrap();
+        assert!(ws.ops.is_empty() && again.replayed);
+        assert_eq!(again.case, updated.case);
+        assert_eq!(again.event_ids, updated.event_ids);
+    }
 }
