@@ -7,6 +7,7 @@ use std::ops::Bound;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::hot_inbox::HotInbox;
 use super::incoming::{Enqueued, Incoming, NewIncoming};
 use super::keys::{self, corrupt, Tree};
 use super::ops::{meta_u64, to_json, KvRead, WriteSet};
@@ -114,6 +115,39 @@ pub(crate) fn pending_incoming(kv: &dyn KvRead, limit: usize) -> Result<Vec<Inco
     .take(limit)
     .map(|e| e.and_then(|(k, v)| decode_incoming(kv, &k, &v)))
     .collect()
+}
+
+/// [`pending_incoming`], taking the events `kept` holds instead of decoding their entries.
+pub(crate) fn pending_incoming_kept(
+    kv: &dyn KvRead,
+    limit: usize,
+    kept: &HotInbox,
+) -> Result<Vec<Incoming>, StoreError> {
+    let entries = kv
+        .range(
+            Tree::InboxseqEvent,
+            Bound::Unbounded,
+            Bound::Unbounded,
+            false,
+        )
+        .take(limit)
+        .collect::<Result<Vec<_>, _>>()?;
+    let seqs: Vec<Option<u64>> = entries
+        .iter()
+        .map(|(k, _)| {
+            <[u8; 8]>::try_from(k.as_slice())
+                .ok()
+                .map(u64::from_be_bytes)
+        })
+        .collect();
+    entries
+        .iter()
+        .zip(kept.take(&seqs))
+        .map(|((k, v), hot)| match hot {
+            Some(incoming) => Ok(incoming),
+            None => decode_incoming(kv, k, v),
+        })
+        .collect()
 }
 
 /// How many events are queued. Counts the entries: the queue is meant to stay short.

@@ -90,6 +90,7 @@
 pub mod cache;
 mod combine;
 pub mod group_commit;
+mod hot_inbox;
 mod inbox_ops;
 pub mod incoming;
 mod keys;

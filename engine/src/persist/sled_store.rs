@@ -14,6 +14,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use super::cache::{self, Cache};
 use super::combine::Combiner;
 use super::group_commit::GroupCommit;
+use super::hot_inbox::HotInbox;
 use super::incoming::{Enqueued, Incoming, NewIncoming};
 use super::keys::{self, Tree, TREE_COUNT};
 use super::notifications::{self, Notifications};
@@ -204,6 +205,8 @@ pub struct SledStore {
     ingest_unsynced: Combiner<Vec<NewIncoming>, Vec<Enqueued>>,
     /// When the witness file was last written.
     witnessed: Mutex<Instant>,
+    /// The events this process queued, decoded, until the worker reads them back.
+    hot_inbox: HotInbox,
 }
 
 /// How long opening waits for a data dir locked by a handle that is going away.
@@ -299,6 +302,7 @@ impl SledStore {
             ingest: Combiner::default(),
             ingest_unsynced: Combiner::default(),
             witnessed: Mutex::new(Instant::now()),
+            hot_inbox: HotInbox::default(),
         })
     }
 
@@ -397,6 +401,7 @@ impl SledStore {
                 let out = self
                     .write(flush, |kv| inbox_ops::plan_enqueue(kv, &flat))
                     .await?;
+                self.hot_inbox.keep(flat, &out);
                 let mut out = out.into_iter();
                 Ok(lens
                     .iter()
@@ -549,7 +554,7 @@ impl Inbox for SledStore {
     }
 
     async fn pending_incoming(&self, limit: usize) -> Result<Vec<Incoming>, StoreError> {
-        inbox_ops::pending_incoming(&self.kv, limit)
+        inbox_ops::pending_incoming_kept(&self.kv, limit, &self.hot_inbox)
     }
 
     async fn inbox_depth(&self) -> Result<u64, StoreError> {
@@ -712,5 +717,66 @@ impl Runs for SledStore {
 
     async fn inbox_entry(&self, seq: u64) -> Result<InboxEntry, StoreError> {
         run_ops::inbox_entry(&self.kv, seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::persist::Inbox;
+    use serde_json::json;
+
+    fn okta(uuid: &str) -> NewIncoming {
+        NewIncoming {
+            source: "okta".into(),
+            key: Some(format!("okta:{uuid}")),
+            event: json!({"uuid": uuid, "eventType": "user.session.start", "n": 1.5}),
+            received_at: Timestamp::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_worker_gets_the_queued_events_as_they_are_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let queued = store
+            .enqueue_incoming(vec![okta("a"), okta("b"), okta("a")])
+            .await
+            .unwrap();
+        assert!(queued[2].duplicate);
+        // The two stored events are kept decoded; the duplicate is not.
+        assert_eq!(store.hot_inbox.len(), 2);
+        let hot = store.pending_incoming(10).await.unwrap();
+        assert_eq!(store.hot_inbox.len(), 0);
+        // Read again (nothing kept now), the entries are decoded from disk: the same.
+        let decoded = store.pending_incoming(10).await.unwrap();
+        assert_eq!(hot, decoded);
+        assert_eq!(hot.len(), 2);
+        assert_eq!(hot[0].event["uuid"], "a");
+        assert_eq!(Some(hot[1].seq), queued[1].seq);
+        drop(store);
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.pending_incoming(10).await.unwrap(), decoded);
+    }
+
+    #[tokio::test]
+    async fn a_taken_entry_is_not_handed_out_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let queued = store
+            .enqueue_incoming(vec![okta("a"), okta("b")])
+            .await
+            .unwrap();
+        let first = queued[0].seq.unwrap();
+        // The first entry leaves the queue without the worker having read it.
+        store
+            .start_runs(RunOrigin::Inbox(first), &[])
+            .await
+            .unwrap();
+        let pending = store.pending_incoming(10).await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].event["uuid"], "b");
+        // What the worker did not take was dropped with it.
+        assert_eq!(store.hot_inbox.len(), 0);
     }
 }
