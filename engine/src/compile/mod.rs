@@ -6,6 +6,7 @@
 //! petgraph DAG whose cycles are reported by name. A `Plan` holds resolved references only
 //! (indices and `Arc<dyn Step>`), so the runtime cannot meet an unresolved name.
 
+pub mod lazy_json;
 pub mod template;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

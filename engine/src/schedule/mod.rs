@@ -32,7 +32,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, Notify};
 
 use crate::cases::{Actor, Case, CaseChange, CaseEvent, CaseEventKind, CaseId, Timestamp};
-use crate::compile::{Bundle, Plan};
+use crate::compile::{lazy_json, Bundle, Plan};
 use crate::persist::{Incoming, NewIncoming, PendingEvent, RunOrigin, Store, WriteMeta};
 use crate::report::{RunReport, RunStatus};
 use crate::step::Services;
@@ -161,7 +161,7 @@ impl Engine {
             event,
             received_at,
         };
-        let jobs = self.take_incoming(&incoming).await?;
+        let jobs = self.take_incoming(incoming).await?;
         let mut runs = self.run_to_end(jobs).await;
         runs.extend(self.drain_case_events().await?);
         Ok(Handled {
@@ -186,7 +186,7 @@ impl Engine {
             if queued.is_empty() {
                 break;
             }
-            for incoming in &queued {
+            for incoming in queued {
                 let jobs = self.take_incoming(incoming).await?;
                 reports.extend(self.run_to_end(jobs).await);
             }
@@ -330,23 +330,53 @@ impl Engine {
 
     /// The playbooks this event starts, with trigger-evaluation errors for the others.
     pub fn matching(&self, source: &str, event: &Value) -> (Vec<Arc<Plan>>, Vec<(String, String)>) {
+        self.matching_with(source, || MjValue::from_serialize(event))
+    }
+
+    /// [`Engine::matching`] for an event the caller owns: the conditions read it where
+    /// they look instead of having it converted whole ([`lazy_json`]).
+    fn matching_owned(
+        &self,
+        source: &str,
+        event: Value,
+    ) -> (Vec<Arc<Plan>>, Vec<(String, String)>, Value) {
+        let event = Arc::new(event);
+        let (hits, errors) = self.matching_with(source, || lazy_json::lazy(event.clone()));
+        // The context is gone, and with it every other reference to the event.
+        let event = Arc::try_unwrap(event).unwrap_or_else(|shared| (*shared).clone());
+        (hits, errors, event)
+    }
+
+    fn matching_with(
+        &self,
+        source: &str,
+        event: impl FnOnce() -> MjValue,
+    ) -> (Vec<Arc<Plan>>, Vec<(String, String)>) {
         let mut hits = Vec::new();
         let mut errors = Vec::new();
-        let ctx = minijinja::context! {
-            event => MjValue::from_serialize(event),
-            now => executor::rfc3339(self.shared.services.clock.now()),
-        };
+        let mut event = Some(event);
+        let mut ctx = None;
         for plan in &self.bundle.playbooks {
             if plan.trigger.event != source {
                 continue;
             }
             match &plan.trigger.condition {
                 None => hits.push(plan.clone()),
-                Some(c) => match plan.templates.truth(c, &ctx) {
-                    Ok(true) => hits.push(plan.clone()),
-                    Ok(false) => {}
-                    Err(e) => errors.push((plan.name.clone(), format!("`on.if`: {e}"))),
-                },
+                Some(c) => {
+                    // Built for the first condition that needs it: none may.
+                    let ctx = ctx.get_or_insert_with(|| {
+                        let event = event.take().map_or(MjValue::UNDEFINED, |f| f());
+                        minijinja::context! {
+                            event => event,
+                            now => executor::rfc3339(self.shared.services.clock.now()),
+                        }
+                    });
+                    match plan.templates.truth(c, ctx) {
+                        Ok(true) => hits.push(plan.clone()),
+                        Ok(false) => {}
+                        Err(e) => errors.push((plan.name.clone(), format!("`on.if`: {e}"))),
+                    }
+                }
             }
         }
         (hits, errors)
@@ -370,7 +400,7 @@ impl Engine {
         case: Option<Value>,
         depth: u32,
     ) -> Vec<RunReport> {
-        let (plans, errors) = self.matching(source, &event);
+        let (plans, errors, event) = self.matching_owned(source, event);
         for (playbook, e) in &errors {
             tracing::warn!(%playbook, error = %e, "trigger could not be evaluated");
         }
@@ -398,36 +428,45 @@ impl Engine {
 
     /// The runs an incoming event starts, recorded in the journal as its inbox entry is
     /// taken (none when another dispatcher took it first).
-    async fn take_incoming(&self, incoming: &Incoming) -> Result<Vec<Job>, crate::Error> {
+    async fn take_incoming(&self, incoming: Incoming) -> Result<Vec<Job>, crate::Error> {
         let (origin, jobs) = self.prepare_incoming(incoming);
         self.start_jobs(origin, jobs).await
     }
 
     /// The runs an incoming event would start, and the origin their records consume.
-    fn prepare_incoming(&self, incoming: &Incoming) -> (RunOrigin, Vec<Job>) {
-        let (plans, errors) = self.matching(&incoming.source, &incoming.event);
+    fn prepare_incoming(&self, incoming: Incoming) -> (RunOrigin, Vec<Job>) {
+        let Incoming {
+            seq,
+            source,
+            key,
+            event,
+            ..
+        } = incoming;
+        let (plans, errors, event) = self.matching_owned(&source, event);
         for (playbook, e) in &errors {
             tracing::warn!(%playbook, error = %e, "trigger could not be evaluated");
         }
         let lineage = Lineage {
-            event_key: incoming.key.clone(),
-            inbox_seq: Some(incoming.seq),
+            event_key: key,
+            inbox_seq: Some(seq),
             case_event: None,
         };
+        let mut event = Some(event);
+        let last = plans.len().saturating_sub(1);
         let jobs = plans
             .into_iter()
-            .map(|p| {
-                self.job(
-                    p,
-                    &incoming.source,
-                    incoming.event.clone(),
-                    None,
-                    0,
-                    lineage.clone(),
-                )
+            .enumerate()
+            .map(|(i, p)| {
+                // The last run takes the event; the others get copies.
+                let event = if i == last {
+                    event.take().unwrap_or_default()
+                } else {
+                    event.clone().unwrap_or_default()
+                };
+                self.job(p, &source, event, None, 0, lineage.clone())
             })
             .collect();
-        (RunOrigin::Inbox(incoming.seq), jobs)
+        (RunOrigin::Inbox(seq), jobs)
     }
 
     /// The runs a case event starts, recorded in the journal with the event's delivery
@@ -455,8 +494,7 @@ impl Engine {
             Actor::Playbook { run_id, .. } => self.depth_of(run_id).await + 1,
             _ => 1,
         };
-        let payload = ev.to_payload();
-        let (plans, errors) = self.matching(ev.kind.as_str(), &payload);
+        let (plans, errors, payload) = self.matching_owned(ev.kind.as_str(), ev.to_payload());
         for (playbook, e) in &errors {
             tracing::warn!(%playbook, error = %e, "trigger could not be evaluated");
         }
@@ -513,10 +551,11 @@ impl Engine {
     /// event). Returns the jobs in the order of `incoming`, then `events`.
     pub(crate) async fn take_batch(
         &self,
-        incoming: &[Incoming],
+        incoming: Vec<Incoming>,
         events: &[PendingEvent],
     ) -> Result<Vec<Job>, crate::Error> {
-        let mut batch = Vec::with_capacity(incoming.len() + events.len());
+        let incoming_len = incoming.len();
+        let mut batch = Vec::with_capacity(incoming_len + events.len());
         for i in incoming {
             batch.push(self.prepare_incoming(i));
         }
@@ -544,7 +583,7 @@ impl Engine {
         let started = self.start_jobs_many(batch).await?;
         let mut out = Vec::new();
         let mut started = started.into_iter();
-        for jobs in started.by_ref().take(incoming.len()) {
+        for jobs in started.by_ref().take(incoming_len) {
             out.extend(jobs);
         }
         for ((ev, (depth, wanted)), jobs) in events.iter().zip(guards).zip(started) {

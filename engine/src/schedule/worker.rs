@@ -448,7 +448,7 @@ impl Engine {
                 let queued = store.pending_incoming(room.min(256)).await?;
                 if !queued.is_empty() {
                     let span = tracing::info_span!("dispatch", inbox_entries = queued.len());
-                    for job in self.take_batch(&queued, &[]).instrument(span).await? {
+                    for job in self.take_batch(queued, &[]).instrument(span).await? {
                         self.launch(job, runs);
                     }
                     found = true;
@@ -462,7 +462,11 @@ impl Engine {
                     .await?;
                 if !events.is_empty() {
                     let span = tracing::info_span!("dispatch", case_events = events.len());
-                    for job in self.take_batch(&[], &events).instrument(span).await? {
+                    for job in self
+                        .take_batch(Vec::new(), &events)
+                        .instrument(span)
+                        .await?
+                    {
                         self.launch(job, runs);
                     }
                     found = true;
