@@ -153,6 +153,34 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// An empty record that allocates nothing, to stand in for one moved out for a
+    /// moment (see `schedule::lifecycle`). Never stored.
+    pub(crate) fn placeholder() -> Self {
+        RunRecord {
+            summary: RunSummary {
+                run_id: String::new(),
+                playbook: String::new(),
+                trigger: String::new(),
+                status: RunState::Running,
+                started_at: String::new(),
+                finished_at: None,
+                duration_ms: None,
+                event_key: None,
+                inbox_seq: None,
+                case_event: None,
+                error: None,
+            },
+            input: RunInputRecord {
+                event: Value::Null,
+                case: None,
+                depth: 0,
+                seed: None,
+            },
+            output: None,
+            steps: Vec::new(),
+        }
+    }
+
     /// The report of a finished run; `None` while it is running or parked.
     pub fn to_report(&self) -> Option<RunReport> {
         let status = match self.summary.status {

@@ -23,7 +23,7 @@ use tracing::Instrument;
 use super::journal::RunJournal;
 use super::ready::{self, Action, Failure, Shape, Status};
 use super::retry;
-use crate::compile::{OnError, Plan, RetryPolicy};
+use crate::compile::{lazy_json, OnError, Plan, RetryPolicy};
 use crate::report::{RunReport, RunStatus, StepReport};
 use crate::step::{Services, Step, StepContext, StepError};
 
@@ -95,6 +95,20 @@ pub async fn execute_with(
     services: Arc<Services>,
     execution: Execution,
 ) -> RunReport {
+    execute_returning_input(plan, input, services, execution)
+        .await
+        .0
+}
+
+/// [`execute_with`], handing back the input's event and case (the scheduler stores them
+/// with the run's final record; this way they are neither copied nor converted whole for
+/// the templates, which read them where they look: [`lazy_json`]).
+pub(crate) async fn execute_returning_input(
+    plan: Arc<Plan>,
+    input: RunInput,
+    services: Arc<Services>,
+    execution: Execution,
+) -> (RunReport, Value, Option<Value>) {
     let span = tracing::info_span!("run", run_id = %input.run_id, playbook = %plan.name);
     run(plan, input, services, execution).instrument(span).await
 }
@@ -240,7 +254,7 @@ async fn run(
     input: RunInput,
     services: Arc<Services>,
     execution: Execution,
-) -> RunReport {
+) -> (RunReport, Value, Option<Value>) {
     let started = Instant::now();
     let now = services.clock.now();
     let seed = execution
@@ -276,8 +290,10 @@ async fn run(
         &mut handler_error,
     );
 
+    let event = Arc::new(input.event);
+    let case = input.case.map(Arc::new);
     let mut base: BTreeMap<&'static str, MjValue> = BTreeMap::new();
-    base.insert("event", MjValue::from_serialize(&input.event));
+    base.insert("event", lazy_json::lazy(event.clone()));
     base.insert("now", MjValue::from(rfc3339(now)));
     let mut run_error = None;
     // Variables see the event and the time, nothing else.
@@ -298,10 +314,8 @@ async fn run(
     base.insert("vars", MjValue::from_serialize(&vars));
     base.insert(
         "case",
-        input
-            .case
-            .as_ref()
-            .map(MjValue::from_serialize)
+        case.as_ref()
+            .map(|c| lazy_json::lazy(c.clone()))
             .unwrap_or(MjValue::from(())),
     );
     let secrets = services
@@ -549,7 +563,7 @@ async fn run(
         RunStatus::Succeeded
     };
     tracing::info!(status = ?status, "run finished");
-    RunReport {
+    let report = RunReport {
         run_id: input.run_id,
         playbook: plan.name.clone(),
         trigger: input.trigger,
@@ -561,7 +575,12 @@ async fn run(
         error: run_error,
         event_key: None,
         inbox_seq: None,
-    }
+    };
+    // Every context is gone with the run's steps, and with them the other references.
+    drop(base);
+    let event = Arc::try_unwrap(event).unwrap_or_else(|shared| (*shared).clone());
+    let case = case.map(|c| Arc::try_unwrap(c).unwrap_or_else(|shared| (*shared).clone()));
+    (report, event, case)
 }
 
 #[allow(clippy::too_many_arguments)]
