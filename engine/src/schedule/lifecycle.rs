@@ -231,6 +231,9 @@ impl Engine {
     pub(crate) fn launch(&self, job: Job, set: &mut JoinSet<Arc<RunReport>>) {
         let ticket = self.shared.locks.queue(job.key.clone());
         lock(&self.shared.in_flight).insert(job.record.summary.run_id.clone());
+        self.shared
+            .depths
+            .insert(&job.record.summary.run_id, job.record.input.depth);
         set.spawn(run_job(self.shared.clone(), job, ticket));
     }
 

@@ -23,7 +23,7 @@ pub mod ready;
 pub mod retry;
 pub mod worker;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use minijinja::Value as MjValue;
@@ -67,8 +67,36 @@ pub(crate) struct Shared {
     progress: Notify,
     /// Runs of this process that were queued and have not finished (parked at shutdown).
     in_flight: Mutex<HashSet<String>>,
+    /// The depth of the runs this process launched (see [`Depths`]).
+    depths: Depths,
     /// Periodic hooks run by the worker.
     ticks: Mutex<Vec<TickHook>>,
+}
+
+/// How many run depths [`Depths`] holds before it starts over.
+const DEPTHS_MAX: usize = 8192;
+
+/// The depth of the runs this process launched, by run id: the loop guard needs the
+/// depth of the run that caused a case event, and reading it from the run's record meant
+/// decoding the whole record (a case event's run holds the event with two cases, 12 KB)
+/// for one number, 1% of an IAM chain's CPU. A run's depth never changes, so what is
+/// here is always right; a run not here (another process's, an older one, or after the
+/// map started over at [`DEPTHS_MAX`]) is read from the store as before.
+#[derive(Default)]
+struct Depths(Mutex<HashMap<String, u32>>);
+
+impl Depths {
+    fn insert(&self, run_id: &str, depth: u32) {
+        let mut m = lock(&self.0);
+        if m.len() >= DEPTHS_MAX {
+            m.clear();
+        }
+        m.insert(run_id.to_string(), depth);
+    }
+
+    fn get(&self, run_id: &str) -> Option<u32> {
+        lock(&self.0).get(run_id).copied()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -102,6 +130,7 @@ impl Engine {
                 wake: Notify::new(),
                 progress: Notify::new(),
                 in_flight: Mutex::new(HashSet::new()),
+                depths: Depths::default(),
                 ticks: Mutex::new(Vec::new()),
             }),
             worker,
@@ -283,6 +312,9 @@ impl Engine {
 
     /// The depth of a run, from its journal record (case events only exist with a store).
     async fn depth_of(&self, run_id: &str) -> u32 {
+        if let Some(depth) = self.shared.depths.get(run_id) {
+            return depth;
+        }
         match self.store() {
             Some(store) => match store.run_record(run_id).await {
                 Ok(Some(r)) => r.input.depth,
@@ -696,4 +728,24 @@ pub fn new_run_id() -> String {
     };
     let r: u16 = rand::thread_rng().gen();
     format!("run-{ms:012x}{n:04x}{r:04x}")
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::*;
+
+    #[test]
+    fn depths_are_kept_and_start_over_when_full() {
+        let d = Depths::default();
+        d.insert("run-a", 3);
+        assert_eq!(d.get("run-a"), Some(3));
+        assert_eq!(d.get("run-b"), None);
+        for i in 0..DEPTHS_MAX {
+            d.insert(&format!("run-{i}"), 1);
+        }
+        // Full at the last insert: it started over, so only the newest are there.
+        assert_eq!(d.get("run-a"), None);
+        assert_eq!(d.get(&format!("run-{}", DEPTHS_MAX - 1)), Some(1));
+        assert!(lock(&d.0).len() <= DEPTHS_MAX);
+    }
 }
