@@ -15,7 +15,11 @@ use serde_json::Value;
 
 /// `value` for a template context, converted on access.
 pub fn lazy(value: Arc<Value>) -> MjValue {
-    node(&value, Node::root(value.clone()))
+    if value.is_object() || value.is_array() {
+        MjValue::from_object(Node::root(value))
+    } else {
+        scalar_value(&value)
+    }
 }
 
 /// One step from a container to a member.
@@ -64,19 +68,12 @@ impl Node {
         }
     }
 
+    /// Member `v` (at `step`) as a template value: a scalar converted, a container wrapped.
     fn member(&self, v: &Value, step: Step) -> MjValue {
         match v {
             Value::Object(_) | Value::Array(_) => MjValue::from_object(self.child(step)),
             scalar => scalar_value(scalar),
         }
-    }
-}
-
-/// `v` as a template value: scalars converted, containers wrapped by `at`.
-fn node(v: &Value, at: Node) -> MjValue {
-    match v {
-        Value::Object(_) | Value::Array(_) => MjValue::from_object(at),
-        scalar => scalar_value(scalar),
     }
 }
 

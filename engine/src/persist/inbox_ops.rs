@@ -104,24 +104,12 @@ pub(crate) fn decode_incoming(
     Ok(rec)
 }
 
-/// Queued events, oldest first, at most `limit`.
-pub(crate) fn pending_incoming(kv: &dyn KvRead, limit: usize) -> Result<Vec<Incoming>, StoreError> {
-    kv.range(
-        Tree::InboxseqEvent,
-        Bound::Unbounded,
-        Bound::Unbounded,
-        false,
-    )
-    .take(limit)
-    .map(|e| e.and_then(|(k, v)| decode_incoming(kv, &k, &v)))
-    .collect()
-}
-
-/// [`pending_incoming`], taking the events `kept` holds instead of decoding their entries.
-pub(crate) fn pending_incoming_kept(
+/// Queued events, oldest first, at most `limit`; the ones `kept` holds are taken from it
+/// instead of decoding their entries.
+pub(crate) fn pending_incoming(
     kv: &dyn KvRead,
     limit: usize,
-    kept: &HotInbox,
+    kept: Option<&HotInbox>,
 ) -> Result<Vec<Incoming>, StoreError> {
     let entries = kv
         .range(
@@ -132,18 +120,24 @@ pub(crate) fn pending_incoming_kept(
         )
         .take(limit)
         .collect::<Result<Vec<_>, _>>()?;
-    let seqs: Vec<Option<u64>> = entries
-        .iter()
-        .map(|(k, _)| {
-            <[u8; 8]>::try_from(k.as_slice())
-                .ok()
-                .map(u64::from_be_bytes)
-        })
-        .collect();
+    let hot = match kept {
+        Some(kept) => {
+            let seqs: Vec<Option<u64>> = entries
+                .iter()
+                .map(|(k, _)| {
+                    <[u8; 8]>::try_from(k.as_slice())
+                        .ok()
+                        .map(u64::from_be_bytes)
+                })
+                .collect();
+            kept.take(&seqs)
+        }
+        None => Vec::new(),
+    };
+    let mut hot = hot.into_iter();
     entries
         .iter()
-        .zip(kept.take(&seqs))
-        .map(|((k, v), hot)| match hot {
+        .map(|(k, v)| match hot.next().flatten() {
             Some(incoming) => Ok(incoming),
             None => decode_incoming(kv, k, v),
         })

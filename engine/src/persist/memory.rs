@@ -203,7 +203,7 @@ impl Inbox for MemoryStore {
     }
 
     async fn pending_incoming(&self, limit: usize) -> Result<Vec<Incoming>, StoreError> {
-        inbox_ops::pending_incoming(&*self.lock(), limit)
+        inbox_ops::pending_incoming(&*self.lock(), limit, None)
     }
 
     async fn inbox_depth(&self) -> Result<u64, StoreError> {

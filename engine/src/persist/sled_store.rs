@@ -554,7 +554,7 @@ impl Inbox for SledStore {
     }
 
     async fn pending_incoming(&self, limit: usize) -> Result<Vec<Incoming>, StoreError> {
-        inbox_ops::pending_incoming_kept(&self.kv, limit, &self.hot_inbox)
+        inbox_ops::pending_incoming(&self.kv, limit, Some(&self.hot_inbox))
     }
 
     async fn inbox_depth(&self) -> Result<u64, StoreError> {

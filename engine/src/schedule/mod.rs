@@ -382,11 +382,10 @@ impl Engine {
     fn matching_with(
         &self,
         source: &str,
-        event: impl FnOnce() -> MjValue,
+        event: impl Fn() -> MjValue,
     ) -> (Vec<Arc<Plan>>, Vec<(String, String)>) {
         let mut hits = Vec::new();
         let mut errors = Vec::new();
-        let mut event = Some(event);
         let mut ctx = None;
         for plan in &self.bundle.playbooks {
             if plan.trigger.event != source {
@@ -397,9 +396,8 @@ impl Engine {
                 Some(c) => {
                     // Built for the first condition that needs it: none may.
                     let ctx = ctx.get_or_insert_with(|| {
-                        let event = event.take().map_or(MjValue::UNDEFINED, |f| f());
                         minijinja::context! {
-                            event => event,
+                            event => event(),
                             now => executor::rfc3339(self.shared.services.clock.now()),
                         }
                     });
