@@ -349,7 +349,11 @@ impl Config {
         let file = config.open_file()?;
 
         // seal config in a Config
-        let config = RunningConfig { inner: config, file: Arc::new(file) };
+        let config = RunningConfig {
+            inner: config,
+            file: Arc::new(file),
+            syncs: Arc::default(),
+        };
 
         Db::start_inner(config)
     }
@@ -439,7 +443,7 @@ impl Config {
         });
 
         // seal config in a Config
-        RunningConfig { inner: self, file: Arc::new(file) }
+        RunningConfig { inner: self, file: Arc::new(file), syncs: Arc::default() }
     }
 
     fn gen_temp_path() -> PathBuf {
@@ -785,6 +789,18 @@ impl Config {
 pub struct RunningConfig {
     inner: Config,
     pub(crate) file: Arc<File>,
+    /// Caseflow: counts the file's syncs, so that a caller can tell whether a sync has
+    /// covered what was written before some moment (see `sync_log`).
+    pub(crate) syncs: Arc<SyncCount>,
+}
+
+/// Caseflow: generations of `sync_data` on the log file. A sync takes the next
+/// generation when it starts and records it as done when it returns; once `done` is at
+/// least `g`, everything written before generation `g` started is on disk.
+#[derive(Debug, Default)]
+pub(crate) struct SyncCount {
+    started: std::sync::atomic::AtomicU64,
+    done: std::sync::atomic::AtomicU64,
 }
 
 #[allow(unsafe_code)]
@@ -818,6 +834,28 @@ impl Drop for Inner {
 }
 
 impl RunningConfig {
+    /// Caseflow: `sync_data` on the log file (nothing for a temporary store), counted.
+    pub(crate) fn sync_log(&self) -> Result<()> {
+        if self.temporary {
+            return Ok(());
+        }
+        let generation = self.syncs.started.fetch_add(1, SeqCst) + 1;
+        self.file.sync_data()?;
+        let _ = self.syncs.done.fetch_max(generation, SeqCst);
+        Ok(())
+    }
+
+    /// Caseflow: the generation a sync must have to cover every write completed before
+    /// this call (the next one to start).
+    pub(crate) fn next_sync(&self) -> u64 {
+        self.syncs.started.load(SeqCst) + 1
+    }
+
+    /// Caseflow: whether a sync of generation `generation` or later has returned.
+    pub(crate) fn synced(&self, generation: u64) -> bool {
+        self.temporary || self.syncs.done.load(SeqCst) >= generation
+    }
+
     // returns the snapshot file paths for this system
     #[doc(hidden)]
     pub fn get_snapshot_files(&self) -> io::Result<Vec<PathBuf>> {

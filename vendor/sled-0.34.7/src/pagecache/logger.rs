@@ -37,9 +37,7 @@ impl Log {
         let written = iobuf::flush(&self.iobufs)?;
         // Caseflow: log buffers are written without a sync of their own
         // (`IoBufs::write_to_log`); one `sync_data` makes everything written so far durable.
-        if !self.config.temporary {
-            self.config.file.sync_data()?;
-        }
+        self.config.sync_log()?;
         Ok(written)
     }
 

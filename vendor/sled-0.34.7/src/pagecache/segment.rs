@@ -78,6 +78,10 @@ pub(crate) enum SegmentOp {
     },
 }
 
+/// Caseflow: how many free segments may wait for a sync before `SegmentAccountant::next`
+/// syncs instead of growing the file (8 MiB of file with the default segment size).
+const UNSYNCED_FREE_LIMIT: usize = 16;
+
 /// The segment accountant keeps track of the logical blocks
 /// of storage. It scans through all segments quickly during
 /// recovery and attempts to locate torn segments.
@@ -91,6 +95,9 @@ pub(crate) struct SegmentAccountant {
 
     // TODO put behind a single mutex
     free: BTreeSet<LogOffset>,
+    /// Caseflow: for each free segment, the sync generation that makes the writes that
+    /// freed it durable (`RunningConfig::next_sync` when it was freed).
+    free_synced_by: BTreeMap<LogOffset, u64>,
     tip: LogOffset,
     max_stabilized_lsn: Lsn,
     segment_cleaner: SegmentCleaner,
@@ -480,6 +487,7 @@ impl SegmentAccountant {
             config,
             segments: vec![],
             free: BTreeSet::default(),
+            free_synced_by: BTreeMap::default(),
             tip: 0,
             max_stabilized_lsn: -1,
             segment_cleaner,
@@ -689,6 +697,7 @@ impl SegmentAccountant {
         assert!(!self.free.contains(&lid), "double-free of a segment occurred");
 
         self.free.insert(lid);
+        let _ = self.free_synced_by.insert(lid, self.config.next_sync());
 
         // remove the old ordering from our list
         if let Segment::Free(Free { previous_lsn: Some(last_lsn) }) =
@@ -711,6 +720,7 @@ impl SegmentAccountant {
             let last_segment = self.tip - self.config.segment_size as LogOffset;
             if self.free.contains(&last_segment) {
                 self.free.remove(&last_segment);
+                let _ = self.free_synced_by.remove(&last_segment);
                 self.truncate(last_segment)?;
             } else {
                 break;
@@ -1000,6 +1010,13 @@ impl SegmentAccountant {
         Ok(lid)
     }
 
+    /// Caseflow: removes a free segment from the free list to be written.
+    fn take_free(&mut self, lid: LogOffset) -> LogOffset {
+        let _ = self.free.remove(&lid);
+        let _ = self.free_synced_by.remove(&lid);
+        lid
+    }
+
     /// Returns the next offset to write a new segment in.
     pub(super) fn next(&mut self, lsn: Lsn) -> Result<LogOffset> {
         let _measure = Measure::new(&M.accountant_next);
@@ -1013,17 +1030,26 @@ impl SegmentAccountant {
         trace!("evaluating free list {:?} in SA::next", &self.free);
 
         // pop free or add to end
-        let safe = self.free.iter().next().copied();
+        // Caseflow: the writes that freed a segment (relocating its last live pages) may
+        // not be synced yet (`IoBufs::write_to_log` does not sync), and they must be
+        // durable before the segment's old contents are written over. Take the lowest
+        // free segment a sync has covered since it was freed (flushes sync often); if
+        // none has, grow the file rather than sync here, on the writer's thread, up to
+        // `UNSYNCED_FREE_LIMIT` free segments waiting for a sync; past that, sync.
+        let covered = self.free.iter().copied().find(|lid| {
+            self.free_synced_by
+                .get(lid)
+                .map_or(false, |g| self.config.synced(*g))
+        });
 
-        let lid = if let Some(next) = safe {
-            // Caseflow: the writes that freed this segment (relocating its last live
-            // pages) may not be synced yet (`IoBufs::write_to_log` does not sync); make them
-            // durable before the segment's old contents are written over.
-            if !self.config.temporary {
-                self.config.file.sync_data()?;
+        let lid = if let Some(next) = covered {
+            self.take_free(next)
+        } else if self.free.len() >= UNSYNCED_FREE_LIMIT {
+            self.config.sync_log()?;
+            match self.free.iter().next().copied() {
+                Some(next) => self.take_free(next),
+                None => self.bump_tip()?,
             }
-            self.free.remove(&next);
-            next
         } else {
             self.bump_tip()?
         };

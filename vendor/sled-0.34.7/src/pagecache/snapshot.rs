@@ -514,9 +514,7 @@ fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
 
     // Caseflow: the snapshot points into the log up to its stable LSN, whose buffers were
     // written without a sync of their own (`IoBufs::write_to_log`): sync them first.
-    if !config.temporary {
-        config.file.sync_data()?;
-    }
+    config.sync_log()?;
 
     let raw_bytes = snapshot.serialize();
     let decompressed_len = raw_bytes.len();
