@@ -247,6 +247,58 @@ async fn create_cascades_through_case_created_and_state_changed_playbooks() {
     assert!(store.pending_events(10).await.unwrap().is_empty());
 }
 
+const FAN_OUT: &str = r#"
+playbook: opener
+on: { event: manual }
+steps:
+  - id: open
+    uses: test.open_case
+    with: { title: "{{ event.title }}" }
+---
+playbook: first
+on: { event: case.created }
+steps:
+  - id: note
+    uses: test.record
+    with: { who: first, case_id: "{{ event.case_id }}", title: "{{ case.title }}", event_title: "{{ event.case.title }}" }
+---
+playbook: second
+on: { event: case.created }
+steps:
+  - id: note
+    uses: test.record
+    with: { who: second, case_id: "{{ event.case_id }}", title: "{{ case.title }}", event_title: "{{ event.case.title }}" }
+---
+playbook: third
+on: { event: case.created }
+steps:
+  - id: note
+    uses: test.record
+    with: { who: third, case_id: "{{ event.case_id }}", title: "{{ case.title }}", event_title: "{{ event.case.title }}" }
+"#;
+
+#[tokio::test]
+async fn every_playbook_on_one_case_event_gets_the_event_and_the_case() {
+    let record = Record::default();
+    let store = Arc::new(MemoryStore::new());
+    let e = engine_with(FAN_OUT, &record, store.clone(), json!({}), 0);
+    let runs = e
+        .handle("manual", json!({"title": "Fan out"}))
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 4, "{runs:#?}");
+    assert!(runs.iter().all(|r| r.status == RunStatus::Succeeded));
+    let mut seen: Vec<Map<String, Value>> = record.seen().into_iter().map(|(_, v)| v).collect();
+    seen.sort_by_key(|v| v["who"].as_str().unwrap_or_default().to_string());
+    let who: Vec<&str> = seen.iter().filter_map(|v| v["who"].as_str()).collect();
+    assert_eq!(who, ["first", "second", "third"]);
+    for v in &seen {
+        assert_eq!(v["case_id"], "CASE-000001", "{v:?}");
+        assert_eq!(v["title"], "Fan out", "{v:?}");
+        assert_eq!(v["event_title"], "Fan out", "{v:?}");
+    }
+}
+
 const FLIP: &str = r#"
 playbook: flip
 on: { event: case.state_changed }

@@ -528,25 +528,31 @@ impl Engine {
         for (playbook, e) in &errors {
             tracing::warn!(%playbook, error = %e, "trigger could not be evaluated");
         }
-        let case = serde_json::to_value(&ev.case).ok();
+        // The case as the payload already holds it, not converted a second time.
+        let case = payload.get("case").cloned();
         let lineage = Lineage {
             event_key: None,
             inbox_seq: None,
             case_event: Some(ev.id),
         };
-        let jobs: Vec<Job> = plans
-            .into_iter()
-            .map(|p| {
-                self.job(
-                    p,
-                    ev.kind.as_str(),
-                    payload.clone(),
-                    case.clone(),
-                    depth,
-                    lineage.clone(),
-                )
-            })
-            .collect();
+        // Every job but the last gets copies; the last takes the payload.
+        let n = plans.len();
+        let mut jobs: Vec<Job> = Vec::with_capacity(n);
+        let mut plans = plans.into_iter();
+        let kind = ev.kind.as_str();
+        for p in plans.by_ref().take(n.saturating_sub(1)) {
+            jobs.push(self.job(
+                p,
+                kind,
+                payload.clone(),
+                case.clone(),
+                depth,
+                lineage.clone(),
+            ));
+        }
+        if let Some(p) = plans.next() {
+            jobs.push(self.job(p, kind, payload, case, depth, lineage));
+        }
         (origin, jobs, depth)
     }
 
