@@ -174,3 +174,54 @@ fn bench_is_listed_and_refuses_nonsense() {
     assert_eq!(zero.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&zero.stderr).contains("--events"));
 }
+
+/// `growth --store`: a second run on the same store measures the sizes it has reached,
+/// skips one the store is already far past (its figures would be the bigger store's), and
+/// gives no ratio from a single size.
+#[test]
+fn growth_on_a_reused_store_skips_the_sizes_it_is_past() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let run = |cases: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_engine"))
+            .args([
+                "bench",
+                "--scenario",
+                "growth",
+                "--events",
+                "4",
+                "--concurrency",
+                "2",
+                "--cases",
+                cases,
+                "--json",
+                "--dir",
+            ])
+            .arg(tmp.path())
+            .arg("--store")
+            .arg(&store)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(0), "{stderr}\n{stdout}");
+        let json: Value = serde_json::from_str(stdout.trim()).unwrap();
+        (json, stderr)
+    };
+    let (first, _) = run("100,400");
+    assert_eq!(first["sizes"].as_array().unwrap().len(), 2, "{first}");
+    assert!(first["query_ratio"].as_f64().is_some(), "{first}");
+
+    let (again, stderr) = run("100,400");
+    let sizes: Vec<u64> = again["sizes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["cases"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, [400], "{again}");
+    assert!(stderr.contains("skipping 100"), "{stderr}");
+    assert!(again["query_ratio"].is_null(), "{again}");
+    assert!(again.get("query_us_at_100").is_none(), "{again}");
+    assert!(again["query_us_at_400"].as_f64().unwrap() > 0.0, "{again}");
+}
