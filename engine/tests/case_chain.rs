@@ -180,14 +180,23 @@ fn names(runs: &[RunReport]) -> Vec<&str> {
     runs.iter().map(|r| r.playbook.as_str()).collect()
 }
 
-const CASCADE: &str = r#"
+/// The playbook that opens a case from a `manual` event, shared by the tests' bundles.
+macro_rules! opener {
+    () => {
+        r#"
 playbook: opener
 on: { event: manual }
 steps:
   - id: open
     uses: test.open_case
     with: { title: "{{ event.title }}" }
----
+"#
+    };
+}
+
+const CASCADE: &str = concat!(
+    opener!(),
+    r#"---
 playbook: triage
 on: { event: case.created }
 steps:
@@ -208,7 +217,8 @@ steps:
       to: "{{ event.to }}"
       depth: "{{ run.depth }}"
       state: "{{ case.state }}"
-"#;
+"#
+);
 
 #[tokio::test]
 async fn create_cascades_through_case_created_and_state_changed_playbooks() {
@@ -247,41 +257,32 @@ async fn create_cascades_through_case_created_and_state_changed_playbooks() {
     assert!(store.pending_events(10).await.unwrap().is_empty());
 }
 
-const FAN_OUT: &str = r#"
-playbook: opener
-on: { event: manual }
-steps:
-  - id: open
-    uses: test.open_case
-    with: { title: "{{ event.title }}" }
----
-playbook: first
-on: { event: case.created }
-steps:
-  - id: note
-    uses: test.record
-    with: { who: first, case_id: "{{ event.case_id }}", title: "{{ case.title }}", event_title: "{{ event.case.title }}" }
----
-playbook: second
-on: { event: case.created }
+const OPENER: &str = opener!();
+
+/// The opener and one `case.created` playbook per name, each recording what it saw.
+fn fan_out(names: &[&str]) -> String {
+    let mut yaml = OPENER.to_string();
+    for who in names {
+        yaml.push_str(&format!(
+            r#"---
+playbook: {who}
+on: {{ event: case.created }}
 steps:
   - id: note
     uses: test.record
-    with: { who: second, case_id: "{{ event.case_id }}", title: "{{ case.title }}", event_title: "{{ event.case.title }}" }
----
-playbook: third
-on: { event: case.created }
-steps:
-  - id: note
-    uses: test.record
-    with: { who: third, case_id: "{{ event.case_id }}", title: "{{ case.title }}", event_title: "{{ event.case.title }}" }
-"#;
+    with: {{ who: {who}, case_id: "{{{{ event.case_id }}}}", title: "{{{{ case.title }}}}", event_title: "{{{{ event.case.title }}}}" }}
+"#
+        ));
+    }
+    yaml
+}
 
 #[tokio::test]
 async fn every_playbook_on_one_case_event_gets_the_event_and_the_case() {
     let record = Record::default();
     let store = Arc::new(MemoryStore::new());
-    let e = engine_with(FAN_OUT, &record, store.clone(), json!({}), 0);
+    let playbooks = fan_out(&["first", "second", "third"]);
+    let e = engine_with(&playbooks, &record, store.clone(), json!({}), 0);
     let runs = e
         .handle("manual", json!({"title": "Fan out"}))
         .await
