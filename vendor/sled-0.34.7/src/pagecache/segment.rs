@@ -94,10 +94,9 @@ pub(crate) struct SegmentAccountant {
     segments: Vec<Segment>,
 
     // TODO put behind a single mutex
-    free: BTreeSet<LogOffset>,
-    /// Caseflow: for each free segment, the sync generation that makes the writes that
+    /// Caseflow: each free segment with the sync generation that makes the writes that
     /// freed it durable (`RunningConfig::next_sync` when it was freed).
-    free_synced_by: BTreeMap<LogOffset, u64>,
+    free: BTreeMap<LogOffset, u64>,
     tip: LogOffset,
     max_stabilized_lsn: Lsn,
     segment_cleaner: SegmentCleaner,
@@ -486,8 +485,7 @@ impl SegmentAccountant {
         let mut ret = Self {
             config,
             segments: vec![],
-            free: BTreeSet::default(),
-            free_synced_by: BTreeMap::default(),
+            free: BTreeMap::default(),
             tip: 0,
             max_stabilized_lsn: -1,
             segment_cleaner,
@@ -497,7 +495,7 @@ impl SegmentAccountant {
 
         ret.initialize_from_snapshot(snapshot)?;
 
-        if let Some(max_free) = ret.free.iter().max() {
+        if let Some(max_free) = ret.free.keys().max() {
             assert!(
                 ret.tip > *max_free,
                 "expected recovered tip {} to \
@@ -694,10 +692,9 @@ impl SegmentAccountant {
             self.tip,
         );
         assert!(self.segments[idx].is_free());
-        assert!(!self.free.contains(&lid), "double-free of a segment occurred");
+        assert!(!self.free.contains_key(&lid), "double-free of a segment occurred");
 
-        self.free.insert(lid);
-        let _ = self.free_synced_by.insert(lid, self.config.next_sync());
+        let _ = self.free.insert(lid, self.config.next_sync());
 
         // remove the old ordering from our list
         if let Segment::Free(Free { previous_lsn: Some(last_lsn) }) =
@@ -718,9 +715,8 @@ impl SegmentAccountant {
         // truncate if possible
         while self.tip != 0 && self.free.len() > laziness_factor {
             let last_segment = self.tip - self.config.segment_size as LogOffset;
-            if self.free.contains(&last_segment) {
-                self.free.remove(&last_segment);
-                let _ = self.free_synced_by.remove(&last_segment);
+            if self.free.contains_key(&last_segment) {
+                let _ = self.free.remove(&last_segment);
                 self.truncate(last_segment)?;
             } else {
                 break;
@@ -1010,13 +1006,6 @@ impl SegmentAccountant {
         Ok(lid)
     }
 
-    /// Caseflow: removes a free segment from the free list to be written.
-    fn take_free(&mut self, lid: LogOffset) -> LogOffset {
-        let _ = self.free.remove(&lid);
-        let _ = self.free_synced_by.remove(&lid);
-        lid
-    }
-
     /// Returns the next offset to write a new segment in.
     pub(super) fn next(&mut self, lsn: Lsn) -> Result<LogOffset> {
         let _measure = Measure::new(&M.accountant_next);
@@ -1036,20 +1025,22 @@ impl SegmentAccountant {
         // free segment a sync has covered since it was freed (flushes sync often); if
         // none has, grow the file rather than sync here, on the writer's thread, up to
         // `UNSYNCED_FREE_LIMIT` free segments waiting for a sync; past that, sync.
-        let covered = self.free.iter().copied().find(|lid| {
-            self.free_synced_by
-                .get(lid)
-                .map_or(false, |g| self.config.synced(*g))
-        });
+        let covered = self
+            .free
+            .iter()
+            .find(|(_, g)| self.config.synced(**g))
+            .map(|(lid, _)| *lid);
+        let lowest = self.free.keys().next().copied();
 
         let lid = if let Some(next) = covered {
-            self.take_free(next)
-        } else if self.free.len() >= UNSYNCED_FREE_LIMIT {
+            let _ = self.free.remove(&next);
+            next
+        } else if let (Some(next), true) =
+            (lowest, self.free.len() >= UNSYNCED_FREE_LIMIT)
+        {
             self.config.sync_log()?;
-            match self.free.iter().next().copied() {
-                Some(next) => self.take_free(next),
-                None => self.bump_tip()?,
-            }
+            let _ = self.free.remove(&next);
+            next
         } else {
             self.bump_tip()?
         };
@@ -1120,7 +1111,7 @@ impl SegmentAccountant {
 
         self.tip = at;
 
-        assert!(!self.free.contains(&at), "double-free of a segment occurred");
+        assert!(!self.free.contains_key(&at), "double-free of a segment occurred");
 
         let (completer, promise) = OneShot::pair();
 
